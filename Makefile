@@ -1,0 +1,39 @@
+# `make run`: the embedded default (127.0.0.1:5060 UDP+TCP, in-memory state).
+# `make test`: the whole suite; installs what it needs on a fresh Debian machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+.PHONY: run test bench system-deps clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { $(APT) update -q && $(APT) install -y -q python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-deps
+
+# redis-server for the state-store tests, sipp (package sip-tester) for interop.
+system-deps:
+	@command -v redis-server >/dev/null && command -v sipp >/dev/null || { \
+		$(APT) update -q && $(APT) install -y -q redis-server sip-tester; }
+
+run: $(VENV)/.run-deps
+	$(BIN)/edgeproxy run $(if $(CONFIG),--config $(CONFIG))
+
+test: system-deps $(VENV)/.test-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(VENV)/.run-deps
+	$(BIN)/python benchmarks/parser_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,35 @@
+"""Where a response goes (RFC 3261 §18.2.2 with RFC 3581 rport)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .headers import Via
+
+DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+
+
+def is_unicast_target(host: str) -> bool:
+    """False for addresses a response must never be sent to (broadcast,
+    multicast, unspecified); names are resolved later and allowed here."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    if ip.is_multicast or ip.is_unspecified:
+        return False
+    return not (ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"))
+
+
+def response_address(via: Via) -> tuple[str, int] | None:
+    """Host and port for a response over an unreliable transport, or None to drop.
+
+    `received` (set by the server that took the request) wins over sent-by,
+    and `rport` with a value over the sent-by port. maddr is not honoured:
+    responses are never multicast from an edge proxy.
+    """
+    host = via.received or via.host
+    port = via.rport or via.port or DEFAULT_PORTS.get(via.transport, 5060)
+    if not is_unicast_target(host):
+        return None
+    return host.strip("[]"), port

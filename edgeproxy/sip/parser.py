@@ -1,0 +1,175 @@
+"""Bytes → Request/Response, in one pass over the header block.
+
+The split is done once: start line, header lines (folding merged), body.
+Every header is indexed by key but only the ones routing needs are ever
+parsed, and only when asked (`validate` asks for the few every request
+must have).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .chars import is_token_bytes
+from .errors import SipError, bad_request
+from .message import Message, Request, Response, decode, line_value
+from .names import cached_key, key_of_bytes
+
+_cached = cached_key
+from .validate import check_request, check_response, check_structure
+
+_DIGITS = b"0123456789"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message: int = 65535  # whole message, start line to end of body
+    max_headers: int = 200  # header lines
+    max_line: int = 8192  # one header line, folding included
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, stream: bool = False) -> Request | Response:
+    """Split one message and check its structure; header values parse on use.
+
+    `stream`: the bytes came framed from TCP/TLS/WS (a missing Content-Length
+    means no body); otherwise they are a datagram (a missing Content-Length
+    means the rest of it, RFC 3261 §18.3). Raises SipError; when the start
+    line and headers could be split, the error carries the message so a
+    request can still be answered. Call `validate` before acting on it.
+    """
+    msg = split_message(data, limits, stream)
+    try:
+        check_structure(msg)
+    except SipError as err:
+        err.message = msg
+        raise
+    return msg
+
+
+def validate(msg: Request | Response) -> None:
+    """Parse and check every header an element acts on (attaches msg to the error)."""
+    try:
+        if isinstance(msg, Request):
+            check_request(msg)
+        else:
+            check_response(msg)
+    except SipError as err:
+        err.message = msg
+        raise
+
+
+def split_message(data: bytes, limits: Limits = DEFAULT_LIMITS, stream: bool = False) -> Request | Response:
+    if len(data) > limits.max_message:
+        raise SipError(513, "Message Too Large")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # RFC 3261 §7.5: ignore CRLFs before the start line
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        head, body_start = data[:end], end + 4
+    else:
+        end = data.find(b"\n\n")
+        if end < 0:
+            raise bad_request("Missing empty line after headers")
+        head, body_start = data[:end].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), end + 2
+    lines = head.split(b"\r\n")
+    first = lines[0]
+    del lines[0]
+    if len(lines) > limits.max_headers:
+        raise bad_request("Too Many Headers")
+    if len(head) > limits.max_line and max(map(len, lines)) > limits.max_line:
+        raise bad_request("Header Line Too Long")
+    # Fast path: every name is a spelling seen before. Folded continuation
+    # lines, new spellings and lines without a colon all give None.
+    get = _cached
+    keys = [get(raw.partition(b":")[0]) for raw in lines]
+    error: SipError | None = None
+    if None in keys:
+        keys, lines, error = _slow_keys(lines)
+    msg = _start(first, keys, lines)
+    if error is not None:
+        error.message = msg
+        raise error
+    try:
+        msg.body = _body(msg, data, body_start, stream)
+    except SipError as err:
+        err.message = msg
+        raise
+    return msg
+
+
+def _slow_keys(lines: list[bytes]) -> tuple[list[str], list[bytes], SipError | None]:
+    """Merge folded lines and resolve every name; keep the first error, drop bad lines."""
+    out_keys: list[str] = []
+    out_lines: list[bytes] = []
+    error: SipError | None = None
+    for raw in lines:
+        try:
+            if raw[:1] in (b" ", b"\t"):
+                if not out_lines:
+                    raise bad_request("Folded line without a header")
+                out_lines[-1] += b"\r\n" + raw
+                continue
+            colon = raw.find(b":")
+            if colon <= 0:
+                raise bad_request("Malformed header line")
+            out_keys.append(key_of_bytes(raw[:colon]))
+            out_lines.append(raw)
+        except SipError as err:
+            error = error or err
+    return out_keys, out_lines, error
+
+
+def _start(line: bytes, keys: list[str], lines: list[bytes]) -> Request | Response:
+    if line.startswith(b"SIP/"):
+        parts = line.split(b" ", 2)
+        if len(parts) < 2 or len(parts[1]) != 3 or parts[1].translate(None, _DIGITS):
+            raise bad_request("Malformed Status-Line")
+        status = int(parts[1])
+        if status < 100 or parts[0] != b"SIP/2.0":
+            raise bad_request("Malformed Status-Line")
+        reason = decode(parts[2]) if len(parts) == 3 else ""
+        return Response(status, reason, keys, lines, start=line)
+    parts = line.split(b" ")
+    if not is_token_bytes(parts[0]) or len(parts) < 3:
+        raise bad_request("Malformed Request-Line")
+    if len(parts) != 3 or not parts[1]:
+        # well-formed enough to answer: keep the method so the 400 can be built
+        err = bad_request("Malformed Request-Line")
+        err.message = Request(parts[0].decode("ascii"), decode(b" ".join(parts[1:])), keys, lines, start=line)
+        raise err
+    method, uri, version = parts
+    if version == b"SIP/2.0":
+        return Request(method.decode("ascii"), decode(uri), keys, lines, b"", "SIP/2.0", line)
+    if _looks_like_version(version):
+        err = SipError(505, "Version Not Supported")
+    else:
+        err = bad_request("Malformed Request-Line")
+    err.message = Request(method.decode("ascii"), decode(uri), keys, lines, version=decode(version), start=line)
+    raise err
+
+
+def _looks_like_version(version: bytes) -> bool:
+    major, dot, minor = version[4:].partition(b".")
+    return (
+        version[:4].upper() == b"SIP/"
+        and bool(dot and major and minor)
+        and not (major + minor).translate(None, _DIGITS)
+    )
+
+
+def _body(msg: Message, data: bytes, start: int, stream: bool) -> bytes:
+    keys = msg.keys
+    if "content-length" not in keys:
+        return b"" if stream else data[start:]
+    if keys.count("content-length") > 1:
+        raise bad_request("Multiple Content-Length headers")
+    length = line_value(msg.lines[keys.index("content-length")])
+    if not length.isdigit() or len(length) > 10:
+        raise bad_request("Malformed Content-Length")
+    size = int(length)
+    if size > len(data) - start:
+        raise bad_request("Content-Length larger than message")
+    return data[start : start + size]

@@ -1,0 +1,81 @@
+"""What every request and response must satisfy before anyone acts on it,
+and the RFC 3261 §16.3 checks a proxy makes before forwarding."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from .errors import SipError, bad_request
+
+from .names import display_name
+
+if TYPE_CHECKING:
+    from .message import Message, Request, Response
+
+# URI schemes a Request-URI may carry without a 416 (IANA-registered ones an
+# edge proxy may meet); anything else is "Unsupported URI Scheme".
+KNOWN_SCHEMES = frozenset(
+    {
+        "sip", "sips", "tel", "im", "pres", "mailto", "http", "https", "urn",
+        "soap.beep", "soap.beeps", "xmpp", "h323", "fax", "modem", "cid", "mid",
+    }
+)
+
+
+_SINGLE_REQUIRED = ("from", "to", "call-id", "cseq")
+
+
+def check_structure(msg: Message) -> None:
+    """The checks every message gets at parse time: cheap, on header keys only.
+
+    From/To/Call-ID/CSeq exactly once, at least one Via, Max-Forwards at most
+    once. Values are parsed later, when used (RFC 3261 §16.3: a proxy checks
+    the components it relies on); `check_request` parses them all.
+    """
+    keys = msg.keys
+    for key in _SINGLE_REQUIRED:
+        n = keys.count(key)
+        if n != 1:
+            raise bad_request(f"{'Missing' if n == 0 else 'Multiple'} {display_name(key)}")
+    if "via" not in keys:
+        raise bad_request("Missing Via")
+    if keys.count("max-forwards") > 1:
+        raise bad_request("Multiple Max-Forwards")
+
+
+def check_request(req: Request) -> None:
+    """Parse every header a server acts on; raise the SipError it answers with."""
+    scheme = req.uri_text.partition(":")[0].lower()
+    if scheme and scheme not in KNOWN_SCHEMES and "<" not in scheme:
+        raise SipError(416, "Unsupported URI Scheme")
+    uri = req.uri
+    if uri.is_sip and uri.headers is not None:
+        raise bad_request("Headers in Request-URI")
+    # each property parses its header and raises on bad syntax
+    _parsed = (req.from_, req.to, req.call_id, req.top_via, req.max_forwards)
+    if req.cseq.method != req.method:
+        raise bad_request("CSeq method does not match Request-Line")
+
+
+def check_response(resp: Response) -> None:
+    _parsed = (resp.top_via, resp.cseq, resp.call_id, resp.from_, resp.to)
+
+
+def require_extensions(req: Request, header: str, supported: Collection[str]) -> None:
+    """420 with Unsupported when `header` (Require/Proxy-Require) lists a tag we lack."""
+    missing = [tag for tag in req.values(header) if tag.lower() not in supported]
+    if missing:
+        raise SipError(420, "Bad Extension", [("Unsupported", ", ".join(missing))], req)
+
+
+def decrement_max_forwards(req: Request) -> None:
+    """RFC 3261 §16.6 step 3: 483 at zero, else one less (70 when absent)."""
+    value = req.max_forwards
+    if value == 0:
+        raise SipError(483, "Too Many Hops", message=req)
+    req.set("Max-Forwards", _MF_VALUES[70 if value is None else value - 1])
+
+
+# Pre-encoded values: the hop count is rewritten on every forwarded request.
+_MF_VALUES = [str(n).encode() for n in range(256)]
