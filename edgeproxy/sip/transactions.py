@@ -1,0 +1,142 @@
+"""The transaction table: matching (RFC 3261 §17.1.3, §17.2.3), creation,
+bounds and timers for every transaction of one element, sans-IO."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Any
+
+from .errors import SipError
+from .message import Request, Response
+from .transaction import (
+    Action,
+    ClientInvite,
+    ClientNonInvite,
+    ClientTransaction,
+    Deliver,
+    ServerInvite,
+    ServerNonInvite,
+    ServerTransaction,
+    Terminated,
+    Transaction,
+)
+
+MAGIC_COOKIE = "z9hG4bK"
+Key = tuple[str, ...]
+
+
+def server_key(req: Request, method: str | None = None) -> Key:
+    """Key of the server transaction a request belongs to (ACK → its INVITE)."""
+    via = req.top_via
+    method = method or ("INVITE" if req.method == "ACK" else req.method)
+    branch = via.branch or ""
+    if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
+        return (branch, via.sent_by.lower(), method)
+    # RFC 2543 peer: no usable branch, match on the dialog and request identifiers
+    to_tag = "" if req.method == "ACK" else (req.to.tag or "")
+    return ("2543", req.uri_text, to_tag, req.from_.tag or "", req.call_id, str(req.cseq.number),
+            str(via), method)
+
+
+def client_key(msg: Request | Response) -> Key:
+    """Key shared by a request we sent and the responses to it (§17.1.3)."""
+    return (msg.top_via.branch or "", msg.cseq.method)
+
+
+class TransactionLayer:
+    """Every transaction of one element.
+
+    `max_transactions` bounds the table: past it, new requests are refused
+    with 503 (Retry-After) instead of growing memory.
+    """
+
+    def __init__(self, max_transactions: int = 50_000) -> None:
+        self.max_transactions = max_transactions
+        self.server: dict[Key, ServerTransaction] = {}
+        self.client: dict[Key, ClientTransaction] = {}
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.server) + len(self.client)
+
+    # -- incoming ----------------------------------------------------------
+    def receive_request(self, req: Request, reliable: bool, now: float, peer: Any = None) -> list[Action]:
+        """A request from the wire: a new transaction, a retransmission or an ACK.
+
+        Raises SipError(503) when the table is full, SipError(400) when the
+        headers that identify the transaction are malformed.
+        """
+        key = server_key(req)
+        if req.method == "ACK":
+            invite = self.server.get(key)
+            if isinstance(invite, ServerInvite):
+                return self._track(invite, invite.receive_ack(req, now))
+            return [Deliver(None, req)]  # ACK for a 2xx: end to end, no transaction
+        txn = self.server.get(key)
+        if txn is not None:
+            return txn.retransmission(now)
+        if len(self) >= self.max_transactions:
+            raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
+        txn = (ServerInvite if req.method == "INVITE" else ServerNonInvite)(key, req, reliable, peer)
+        self.server[key] = txn
+        return self._track(txn, txn.start(now))
+
+    def receive_response(self, resp: Response, now: float) -> list[Action]:
+        """A response from the wire; one no transaction claims goes up as stray."""
+        txn = self.client.get(client_key(resp))
+        if txn is None:
+            return [Deliver(None, resp)]
+        return self._track(txn, txn.receive(resp, now))
+
+    def cancel_target(self, cancel: Request) -> ServerInvite | None:
+        """The INVITE server transaction a CANCEL cancels (§9.2)."""
+        txn = self.server.get(server_key(cancel, "INVITE"))
+        return txn if isinstance(txn, ServerInvite) else None
+
+    # -- outgoing ----------------------------------------------------------
+    def respond(self, txn: ServerTransaction, resp: Response, now: float) -> list[Action]:
+        return self._track(txn, txn.respond(resp, now))
+
+    def send_request(self, req: Request, reliable: bool, now: float, peer: Any = None) -> list[Action]:
+        """Start a client transaction (ACK for 2xx is sent without one)."""
+        key = client_key(req)
+        if len(self) >= self.max_transactions:
+            raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
+        txn = (ClientInvite if req.method == "INVITE" else ClientNonInvite)(key, req, reliable, peer)
+        self.client[key] = txn
+        return self._track(txn, txn.start(now))
+
+    def transport_error(self, txn: Transaction) -> list[Action]:
+        return self._track(txn, txn.transport_error())
+
+    # -- time --------------------------------------------------------------
+    @property
+    def deadline(self) -> float | None:
+        heap = self._heap
+        while heap and heap[0][2].deadline != heap[0][0]:
+            heapq.heappop(heap)  # stale: the timer moved or stopped
+        return heap[0][0] if heap else None
+
+    def expire(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, txn = heapq.heappop(heap)
+            if txn.deadline == when:
+                actions += self._track(txn, txn.expire(now))
+        return actions
+
+    def _track(self, txn: Transaction, actions: list[Action]) -> list[Action]:
+        if txn.terminated:
+            table: dict[Key, Any] = self.server if isinstance(txn, ServerTransaction) else self.client
+            if table.get(txn.key) is txn:
+                del table[txn.key]
+            if not any(isinstance(a, Terminated) for a in actions):
+                actions.append(Terminated(txn))
+        else:
+            deadline = txn.deadline
+            if deadline is not None:
+                heapq.heappush(self._heap, (deadline, next(self._seq), txn))
+        return actions

@@ -1,0 +1,282 @@
+"""RFC 3261 Figures 5–8 (and RFC 6026), timer by timer, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeproxy.sip import Request, Response, SipError, make_response, parse_message
+from edgeproxy.sip.transaction import T1, T2, T4, Deliver, Send, State, Terminated, Timeout
+from edgeproxy.sip.transactions import TransactionLayer, server_key
+
+
+def request(method: str = "INVITE", branch: str = "z9hG4bKabc", to_tag: str = "") -> Request:
+    req = Request.build(method, "sip:bob@example.com", [
+        ("Via", f"SIP/2.0/UDP 192.0.2.1:5060;branch={branch}"),
+        ("Route", "<sip:edge.example.com;lr>"),
+        ("Max-Forwards", "70"), ("From", "<sip:alice@example.com>;tag=a1"),
+        ("To", f"<sip:bob@example.com>{to_tag}"), ("Call-ID", "call-1"), ("CSeq", f"1 {method}")])
+    msg = parse_message(req.to_bytes())
+    assert isinstance(msg, Request)
+    return msg
+
+
+def response(req: Request, status: int) -> Response:
+    return make_response(req, status, to_tag="b2")
+
+
+def kinds(actions: list) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def sent(actions: list) -> list[str]:
+    return [a.message.method if isinstance(a.message, Request) else str(a.message.status)
+            for a in actions if isinstance(a, Send)]
+
+
+def run_until(layer: TransactionLayer, end: float) -> list[tuple[float, object]]:
+    """Fire every timer up to `end`, recording (time, action)."""
+    log = []
+    while layer.deadline is not None and layer.deadline <= end:
+        now = layer.deadline
+        for action in layer.expire(now):
+            log.append((now, action))
+    return log
+
+
+# -- Figure 5: INVITE client ----------------------------------------------------
+
+def test_invite_client_timer_a_doubles_and_timer_b_times_out() -> None:
+    layer = TransactionLayer()
+    actions = layer.send_request(request(), reliable=False, now=0.0)
+    assert sent(actions) == ["INVITE"]
+    log = run_until(layer, 100.0)
+    retransmits = [t for t, a in log if isinstance(a, Send)]
+    assert retransmits == [T1, 3 * T1, 7 * T1, 15 * T1, 31 * T1, 63 * T1]  # A: T1, 2T1, 4T1 … (no cap)
+    timeouts = [t for t, a in log if isinstance(a, Timeout)]
+    assert timeouts == [64 * T1]  # B
+    assert isinstance(log[-1][1], Terminated) and len(layer) == 0
+
+
+def test_invite_client_reliable_has_no_timer_a() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request(), reliable=True, now=0.0)
+    log = run_until(layer, 100.0)
+    assert kinds([a for _, a in log]) == ["Timeout", "Terminated"]
+
+
+def test_invite_client_provisional_then_non2xx_sends_ack_and_waits_timer_d() -> None:
+    layer = TransactionLayer()
+    req = request()
+    layer.send_request(req, reliable=False, now=0.0)
+    txn = layer.client[("z9hG4bKabc", "INVITE")]
+    assert kinds(layer.receive_response(response(req, 180), 0.1)) == ["Deliver"]
+    assert txn.state is State.PROCEEDING and "A" not in txn.timers and "B" not in txn.timers
+    actions = layer.receive_response(response(req, 486), 1.0)
+    assert sent(actions) == ["ACK"] and kinds(actions) == ["Send", "Deliver"]
+    ack = actions[0].message
+    assert ack.cseq.method == "ACK" and ack.cseq.number == 1 and ack.to.tag == "b2"
+    assert ack.top_via.branch == "z9hG4bKabc" and ack.get("Route") == "<sip:edge.example.com;lr>"
+    assert ack.uri_text == req.uri_text and txn.state is State.COMPLETED
+    assert sent(layer.receive_response(response(req, 486), 2.0)) == ["ACK"]  # retransmitted final: ACK again
+    assert txn.timers["D"] == pytest.approx(1.0 + 32.0)
+    log = run_until(layer, 40.0)
+    assert kinds([a for _, a in log]) == ["Terminated"] and log[0][0] == pytest.approx(33.0)
+
+
+def test_invite_client_reliable_timer_d_is_zero() -> None:
+    layer = TransactionLayer()
+    req = request()
+    layer.send_request(req, reliable=True, now=0.0)
+    layer.receive_response(response(req, 503), 1.0)
+    assert layer.deadline == 1.0
+    assert kinds(layer.expire(1.0)) == ["Terminated"]
+
+
+def test_invite_client_2xx_goes_to_accepted_and_passes_retransmissions() -> None:
+    layer = TransactionLayer()
+    req = request()
+    layer.send_request(req, reliable=False, now=0.0)
+    txn = layer.client[("z9hG4bKabc", "INVITE")]
+    assert kinds(layer.receive_response(response(req, 200), 0.2)) == ["Deliver"]
+    assert txn.state is State.ACCEPTED and txn.timers == {"M": pytest.approx(0.2 + 64 * T1)}
+    assert kinds(layer.receive_response(response(req, 200), 1.0)) == ["Deliver"]  # RFC 6026
+    assert layer.receive_response(response(req, 180), 1.1) == []
+    assert kinds([a for _, a in run_until(layer, 100.0)]) == ["Terminated"]
+
+
+# -- Figure 6: non-INVITE client ---------------------------------------------------
+
+def test_non_invite_client_timer_e_caps_at_t2_and_timer_f() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), reliable=False, now=0.0)
+    log = run_until(layer, 100.0)
+    times = [t for t, a in log if isinstance(a, Send)]
+    assert times[:4] == [0.5, 1.5, 3.5, 7.5]  # intervals T1, 2T1, 4T1, then T2
+    assert all(b - a == pytest.approx(T2) for a, b in zip(times[3:], times[4:]))
+    assert [t for t, a in log if isinstance(a, Timeout)] == [64 * T1]
+
+
+def test_non_invite_client_proceeding_retransmits_every_t2() -> None:
+    layer = TransactionLayer()
+    req = request("REGISTER")
+    layer.send_request(req, reliable=False, now=0.0)
+    layer.expire(0.5)  # first E
+    layer.receive_response(response(req, 100), 0.6)
+    txn = layer.client[("z9hG4bKabc", "REGISTER")]
+    assert txn.state is State.PROCEEDING
+    log = run_until(layer, 12.0)
+    sends = [t for t, a in log if isinstance(a, Send)]
+    assert all(b - a == pytest.approx(T2) for a, b in zip(sends, sends[1:])) and len(sends) >= 2
+
+
+def test_non_invite_client_final_then_timer_k() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    layer.send_request(req, reliable=False, now=0.0)
+    assert kinds(layer.receive_response(response(req, 200), 0.1)) == ["Deliver"]
+    assert layer.receive_response(response(req, 200), 0.2) == []  # absorbed in Completed
+    log = run_until(layer, 100.0)
+    assert [(t, type(a).__name__) for t, a in log] == [(pytest.approx(0.1 + T4), "Terminated")]
+
+
+def test_non_invite_client_reliable_timer_k_is_zero() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    layer.send_request(req, reliable=True, now=0.0)
+    layer.receive_response(response(req, 404), 0.1)
+    assert kinds(layer.expire(0.1)) == ["Terminated"] and len(layer) == 0
+
+
+# -- Figure 7: INVITE server ---------------------------------------------------------
+
+def test_invite_server_retransmissions_get_last_provisional() -> None:
+    layer = TransactionLayer()
+    req = request()
+    actions = layer.receive_request(req, reliable=False, now=0.0)
+    assert kinds(actions) == ["Deliver"]
+    txn = actions[0].txn
+    assert layer.receive_request(request(), False, 0.1) == []  # nothing sent yet: absorbed
+    layer.respond(txn, response(req, 100), 0.1)
+    assert sent(layer.receive_request(request(), False, 0.2)) == ["100"]
+    layer.respond(txn, response(req, 180), 0.3)
+    assert sent(layer.receive_request(request(), False, 0.4)) == ["180"]
+
+
+def test_invite_server_non2xx_timer_g_h() -> None:
+    layer = TransactionLayer()
+    req = request()
+    txn = layer.receive_request(req, False, 0.0)[0].txn
+    assert sent(layer.respond(txn, response(req, 486), 1.0)) == ["486"]
+    assert txn.state is State.COMPLETED
+    assert sent(layer.receive_request(request(), False, 1.2)) == ["486"]  # request retransmitted
+    log = run_until(layer, 100.0)
+    g = [t for t, a in log if isinstance(a, Send)]
+    assert g[:4] == [1.5, 2.5, 4.5, 8.5] and all(b - a == pytest.approx(T2) for a, b in zip(g[3:], g[4:]))
+    assert [t for t, a in log if isinstance(a, Timeout)] == [1.0 + 64 * T1]  # H: no ACK came
+
+
+def test_invite_server_ack_confirms_and_timer_i() -> None:
+    layer = TransactionLayer()
+    req = request()
+    txn = layer.receive_request(req, False, 0.0)[0].txn
+    layer.respond(txn, response(req, 404), 0.0)
+    ack = request("ACK")
+    assert layer.receive_request(ack, False, 0.3) == []
+    assert txn.state is State.CONFIRMED and set(txn.timers) == {"I"}
+    assert layer.receive_request(ack, False, 0.4) == []  # ACK retransmission absorbed
+    assert [(t, type(a).__name__) for t, a in run_until(layer, 100.0)] == [(pytest.approx(0.3 + T4), "Terminated")]
+
+
+def test_invite_server_reliable_has_no_timer_g_and_zero_timer_i() -> None:
+    layer = TransactionLayer()
+    req = request()
+    txn = layer.receive_request(req, True, 0.0)[0].txn
+    layer.respond(txn, response(req, 480), 0.0)
+    assert set(txn.timers) == {"H"}
+    layer.receive_request(request("ACK"), True, 0.5)
+    assert kinds(layer.expire(0.5)) == ["Terminated"]
+
+
+def test_invite_server_2xx_accepted_timer_l() -> None:
+    layer = TransactionLayer()
+    req = request()
+    txn = layer.receive_request(req, False, 0.0)[0].txn
+    ok = response(req, 200)
+    assert sent(layer.respond(txn, ok, 1.0)) == ["200"]
+    assert txn.state is State.ACCEPTED
+    assert sent(layer.respond(txn, ok, 1.5)) == ["200"]  # the TU's 2xx retransmission
+    assert layer.receive_request(request(), False, 1.6) == []  # INVITE retransmission absorbed
+    ack = layer.receive_request(request("ACK", to_tag=";tag=b2"), False, 2.0)
+    assert kinds(ack) == ["Deliver"]
+    assert [(t, type(a).__name__) for t, a in run_until(layer, 100.0)] == [(1.0 + 64 * T1, "Terminated")]
+
+
+def test_cancel_matches_its_invite() -> None:
+    layer = TransactionLayer()
+    txn = layer.receive_request(request(), False, 0.0)[0].txn
+    cancel = request("CANCEL")
+    assert layer.cancel_target(cancel) is txn
+    assert kinds(layer.receive_request(cancel, False, 0.1)) == ["Deliver"]  # its own transaction
+    assert layer.cancel_target(request("CANCEL", branch="z9hG4bKother")) is None
+
+
+def test_ack_without_transaction_goes_to_tu() -> None:
+    layer = TransactionLayer()
+    actions = layer.receive_request(request("ACK", branch="z9hG4bKnew"), False, 0.0)
+    assert len(actions) == 1 and isinstance(actions[0], Deliver) and actions[0].txn is None
+
+
+# -- Figure 8: non-INVITE server ---------------------------------------------------
+
+def test_non_invite_server_trying_proceeding_completed_timer_j() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    txn = layer.receive_request(req, False, 0.0)[0].txn
+    assert txn.state is State.TRYING
+    assert layer.receive_request(request("OPTIONS"), False, 0.1) == []  # Trying: absorbed silently
+    layer.respond(txn, response(req, 100), 0.2)
+    assert txn.state is State.PROCEEDING
+    assert sent(layer.receive_request(request("OPTIONS"), False, 0.3)) == ["100"]
+    layer.respond(txn, response(req, 200), 0.4)
+    assert txn.state is State.COMPLETED
+    assert sent(layer.receive_request(request("OPTIONS"), False, 0.5)) == ["200"]
+    assert layer.respond(txn, response(req, 500), 0.6) == []  # only one final
+    assert [(t, type(a).__name__) for t, a in run_until(layer, 100.0)] == [(0.4 + 64 * T1, "Terminated")]
+    assert len(layer) == 0
+
+
+def test_non_invite_server_reliable_timer_j_is_zero() -> None:
+    layer = TransactionLayer()
+    req = request("OPTIONS")
+    txn = layer.receive_request(req, True, 0.0)[0].txn
+    layer.respond(txn, response(req, 200), 0.0)
+    assert kinds(layer.expire(0.0)) == ["Terminated"]
+
+
+def test_transport_error_times_out_and_removes() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), False, 0.0)
+    txn = layer.client[("z9hG4bKabc", "OPTIONS")]
+    assert kinds(layer.transport_error(txn)) == ["Timeout", "Terminated"] and len(layer) == 0
+
+
+def test_table_is_bounded_and_cleaned() -> None:
+    layer = TransactionLayer(max_transactions=10)
+    for i in range(10):
+        txn = layer.receive_request(request("OPTIONS", branch=f"z9hG4bK{i}"), False, 0.0)[0].txn
+        layer.respond(txn, response(txn.request, 200), 0.0)
+    with pytest.raises(SipError) as info:
+        layer.receive_request(request("OPTIONS", branch="z9hG4bKmore"), False, 0.0)
+    assert info.value.status == 503
+    run_until(layer, 64 * T1)
+    assert len(layer) == 0 and layer.deadline is None
+    layer.receive_request(request("OPTIONS", branch="z9hG4bKmore"), False, 40.0)
+
+
+def test_rfc2543_matching_without_magic_cookie() -> None:
+    a = request("OPTIONS", branch="z9hG4bK")
+    b = request("OPTIONS", branch="z9hG4bK")
+    assert server_key(a) == server_key(b) and server_key(a)[0] == "2543"
+    layer = TransactionLayer()
+    layer.receive_request(a, False, 0.0)
+    assert layer.receive_request(b, False, 0.1) == []  # same transaction: a retransmission
