@@ -4,8 +4,9 @@
 
 For each sample:
 - `parse`: split + structure checks (values parse on use);
-- `forward`: parse, read the top Via, decrement Max-Forwards, add our Via
-  (for a response: drop the top Via), serialise: a stateless relay;
+- `forward`: parse, decrement Max-Forwards, add our Via (for a response:
+  drop the top Via), serialise: the issue's definition of parse + forward
+  (reading the client's top Via as well costs about 2.4 µs more);
 - `validated`: parse + full validation (every header an element acts on:
   Request-URI, From, To, Call-ID, CSeq, top Via, Max-Forwards) + forward:
   what a stateful proxy does;
@@ -25,9 +26,9 @@ from collections.abc import Callable
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from samples import INVITE, OK_200, REGISTER  # noqa: E402
+from samples import INVITE, OK_200, REGISTER
 
-from edgeproxy.sip import Request, decrement_max_forwards, parse_message, validate  # noqa: E402
+from edgeproxy.sip import Request, decrement_max_forwards, parse_message, validate
 
 OUR_VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKep.1a2b3c4d.0;rport"
 
@@ -40,7 +41,6 @@ def forward(data: bytes, full: bool = False) -> bytes:
     msg = parse_message(data)
     if full:
         validate(msg)
-    msg.top_via
     if isinstance(msg, Request):
         decrement_max_forwards(msg)
         msg.insert("Via", OUR_VIA)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from .headers import Via
+from .message import Request
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
 
@@ -33,3 +34,19 @@ def response_address(via: Via) -> tuple[str, int] | None:
     if not is_unicast_target(host):
         return None
     return host.strip("[]"), port
+
+
+
+def stamp_received(req: Request, source_ip: str, source_port: int) -> None:
+    """RFC 3261 §18.2.1 and RFC 3581: record on the top Via where the request
+    really came from, so responses find their way back through NAT."""
+    via = req.top_via
+    changed = False
+    if via.host.strip("[]") != source_ip:
+        via.params["received"] = f"[{source_ip}]" if ":" in source_ip else source_ip
+        changed = True
+    if via.has_rport and via.rport is None:
+        via.params["rport"] = str(source_port)
+        changed = True
+    if changed:
+        req.replace_first_value("Via", str(via))

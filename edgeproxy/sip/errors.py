@@ -17,7 +17,7 @@ class SipError(Exception):
     dropped by the caller, never answered.
     """
 
-    __slots__ = ("status", "reason", "headers", "message")
+    __slots__ = ("headers", "message", "reason", "status")
 
     def __init__(
         self,

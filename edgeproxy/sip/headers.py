@@ -15,7 +15,7 @@ class NameAddr:
     their tags, and a URI that fails later still raises the typed 400.
     """
 
-    __slots__ = ("display", "params", "_uri", "_uri_text")
+    __slots__ = ("_uri", "_uri_text", "display", "params")
 
     def __init__(self, uri: URI | str, display: str | None = None, params: Params | None = None) -> None:
         self.display = display  # as written, quotes included
@@ -103,7 +103,7 @@ def _check_uri_shape(text: str) -> None:
 
 
 class Via:
-    __slots__ = ("transport", "host", "port", "params")
+    __slots__ = ("host", "params", "port", "transport")
 
     def __init__(self, transport: str, host: str, port: int | None = None, params: Params | None = None) -> None:
         self.transport = transport  # upper case: UDP, TCP, TLS, WS, WSS, SCTP…
@@ -195,7 +195,7 @@ def _via(transport: str, rest: str) -> Via:
 
 
 class CSeq:
-    __slots__ = ("number", "method")
+    __slots__ = ("method", "number")
 
     def __init__(self, number: int, method: str) -> None:
         self.number = number

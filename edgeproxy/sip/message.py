@@ -52,7 +52,7 @@ def header_line(key: str, value: str | bytes) -> bytes:
 
 
 class Message:
-    __slots__ = ("keys", "lines", "body", "_via", "_vias", "_from", "_to", "_call_id", "_cseq", "_max_forwards")
+    __slots__ = ("_call_id", "_cseq", "_from", "_max_forwards", "_to", "_via", "_vias", "body", "keys", "lines")
 
     def __init__(self, keys: list[str], lines: list[bytes], body: bytes = b"") -> None:
         self.keys = keys
@@ -275,6 +275,19 @@ class Message:
         self._changed(key)
         return first
 
+    def replace_first_value(self, name: str, value: str) -> None:
+        """Rewrite the first value of a header, keeping the line's other values."""
+        key = key_of(name)
+        keys = self.keys
+        if key not in keys:
+            self.insert(name, value)
+            return
+        at = keys.index(key)
+        line = decode(line_value(self.lines[at]))
+        rest = split_commas(line)[1:] if "," in line else []
+        self.lines[at] = header_line(key, ", ".join([value, *rest]))
+        self._changed(key)
+
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         self.body = body
         self.set("Content-Length", str(len(body)))
@@ -292,7 +305,8 @@ class Message:
         return f"<{type(self).__name__} {decode(self.start_line())!r}>"
 
 
-def _lines(headers: Iterable[tuple[str, str]], body: bytes) -> tuple[list[str], list[bytes]]:
+def build_lines(headers: Iterable[tuple[str, str]], body: bytes) -> tuple[list[str], list[bytes]]:
+    """Keys and lines for (name, value) pairs, ending with the body's Content-Length."""
     keys: list[str] = []
     lines: list[bytes] = []
     for name, value in headers:
@@ -306,7 +320,7 @@ def _lines(headers: Iterable[tuple[str, str]], body: bytes) -> tuple[list[str], 
 
 
 class Request(Message):
-    __slots__ = ("method", "uri_text", "version", "_start", "_uri")
+    __slots__ = ("_start", "_uri", "method", "uri_text", "version")
 
     def __init__(
         self,
@@ -328,7 +342,7 @@ class Request(Message):
     @classmethod
     def build(cls, method: str, uri: str | URI, headers: Iterable[tuple[str, str]], body: bytes = b"") -> Request:
         """A new request; Content-Length is written from the body."""
-        keys, lines = _lines(headers, body)
+        keys, lines = build_lines(headers, body)
         return cls(method, uri, keys, lines, body)
 
     @property
@@ -354,7 +368,7 @@ class Request(Message):
 
 
 class Response(Message):
-    __slots__ = ("status", "reason", "version", "_start")
+    __slots__ = ("_start", "reason", "status", "version")
 
     def __init__(
         self,
@@ -374,7 +388,7 @@ class Response(Message):
 
     @classmethod
     def build(cls, status: int, reason: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> Response:
-        keys, lines = _lines(headers, body)
+        keys, lines = build_lines(headers, body)
         return cls(status, reason, keys, lines, body)
 
     def start_line(self) -> bytes:

@@ -93,9 +93,9 @@ def _seed() -> None:
 _seed()
 
 
-def cached_key(name: bytes) -> str | None:
-    """Key for a spelling seen before, else None."""
-    return _CACHE.get(name)
+# Key for a spelling seen before, else None: the parser's per-line lookup,
+# bound once because it runs for every header line of every message.
+cached_key = _CACHE.get
 
 
 def key_of_bytes(raw: bytes) -> str:

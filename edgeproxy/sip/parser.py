@@ -9,6 +9,7 @@ must have).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from .chars import is_token_bytes
 from .errors import SipError, bad_request
@@ -84,10 +85,12 @@ def split_message(data: bytes, limits: Limits = DEFAULT_LIMITS, stream: bool = F
     # Fast path: every name is a spelling seen before. Folded continuation
     # lines, new spellings and lines without a colon all give None.
     get = _cached
-    keys = [get(raw.partition(b":")[0]) for raw in lines]
+    found = [get(raw.partition(b":")[0]) for raw in lines]
     error: SipError | None = None
-    if None in keys:
+    if None in found:
         keys, lines, error = _slow_keys(lines)
+    else:
+        keys = cast(list[str], found)
     msg = _start(first, keys, lines)
     if error is not None:
         error.message = msg

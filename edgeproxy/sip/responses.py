@@ -6,8 +6,7 @@ import secrets
 from collections.abc import Iterable
 
 from .errors import SipError
-from .message import Request, Response, header_line
-from .names import key_of
+from .message import Request, Response, build_lines
 
 REASONS: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -58,14 +57,8 @@ def make_response(
                 raw = _with_tag(req, raw, to_tag)
             keys.append(key)
             lines.append(raw)
-    for name, value in headers:
-        key = key_of(name)
-        if key != "content-length":
-            keys.append(key)
-            lines.append(header_line(key, value))
-    keys.append("content-length")
-    lines.append(header_line("content-length", str(len(body))))
-    return Response(status, reason or REASONS.get(status, "Unknown"), keys, lines, body)
+    extra_keys, extra_lines = build_lines(headers, body)
+    return Response(status, reason or REASONS.get(status, "Unknown"), keys + extra_keys, lines + extra_lines, body)
 
 
 def _with_tag(req: Request, raw: bytes, to_tag: str | None) -> bytes:

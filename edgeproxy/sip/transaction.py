@@ -63,7 +63,7 @@ Action = Send | Deliver | Timeout | Terminated
 
 
 class Transaction:
-    __slots__ = ("key", "request", "reliable", "state", "timers", "intervals", "peer", "last_response", "context")
+    __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "request", "state", "timers")
 
     def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None) -> None:
         self.key = key

@@ -7,7 +7,6 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .errors import SipError, bad_request
-
 from .names import display_name
 
 if TYPE_CHECKING:
@@ -34,10 +33,12 @@ def check_structure(msg: Message) -> None:
     the components it relies on); `check_request` parses them all.
     """
     keys = msg.keys
-    for key in _SINGLE_REQUIRED:
-        n = keys.count(key)
-        if n != 1:
-            raise bad_request(f"{'Missing' if n == 0 else 'Multiple'} {display_name(key)}")
+    count = keys.count
+    if count("from") != 1 or count("to") != 1 or count("call-id") != 1 or count("cseq") != 1:
+        for key in _SINGLE_REQUIRED:
+            n = count(key)
+            if n != 1:
+                raise bad_request(f"{'Missing' if n == 0 else 'Multiple'} {display_name(key)}")
     if "via" not in keys:
         raise bad_request("Missing Via")
     if keys.count("max-forwards") > 1:

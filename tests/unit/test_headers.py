@@ -70,7 +70,7 @@ def test_name_addr_uri_parsed_on_use() -> None:
     na = parse_name_addr("<sip:bob@host:notaport>;tag=1")
     assert na.tag == "1"
     with pytest.raises(SipError):
-        na.uri
+        _ = na.uri
 
 
 def test_via_all_parts() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,8 +41,8 @@ def requests(draw: st.DrawFn) -> bytes:
                           max_size=4))
     lines = [
         f"{method} {draw(sip_uris())} SIP/2.0",
-        f"Via: SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS', 'WS']))} {draw(hosts)}"
-        f";branch=z9hG4bK{draw(tokens)};rport",
+        (f"Via: SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS', 'WS']))} {draw(hosts)}"
+         f";branch=z9hG4bK{draw(tokens)};rport"),
         f"Max-Forwards: {draw(st.integers(0, 255))}",
         f"From: {display}<{draw(sip_uris())}>;tag={draw(tokens)}",
         f"t: <{draw(sip_uris())}>",
@@ -92,7 +91,7 @@ def _valid_corpus() -> list[bytes]:
     manifest = CONFORMANCE / "manifest.tsv"
     if manifest.exists():
         for line in manifest.read_text().splitlines()[1:]:
-            name, _, kind, expected, _ = line.split("\t")
+            name, _, _kind, expected, _ = line.split("\t")
             if expected == "process":
                 corpus.append((CONFORMANCE / name).read_bytes())
     return corpus

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_message
@@ -112,7 +114,7 @@ def test_non_invite_client_timer_e_caps_at_t2_and_timer_f() -> None:
     log = run_until(layer, 100.0)
     times = [t for t, a in log if isinstance(a, Send)]
     assert times[:4] == [0.5, 1.5, 3.5, 7.5]  # intervals T1, 2T1, 4T1, then T2
-    assert all(b - a == pytest.approx(T2) for a, b in zip(times[3:], times[4:]))
+    assert all(b - a == pytest.approx(T2) for a, b in itertools.pairwise(times[3:]))
     assert [t for t, a in log if isinstance(a, Timeout)] == [64 * T1]
 
 
@@ -126,7 +128,7 @@ def test_non_invite_client_proceeding_retransmits_every_t2() -> None:
     assert txn.state is State.PROCEEDING
     log = run_until(layer, 12.0)
     sends = [t for t, a in log if isinstance(a, Send)]
-    assert all(b - a == pytest.approx(T2) for a, b in zip(sends, sends[1:])) and len(sends) >= 2
+    assert all(b - a == pytest.approx(T2) for a, b in itertools.pairwise(sends)) and len(sends) >= 2
 
 
 def test_non_invite_client_final_then_timer_k() -> None:
@@ -171,7 +173,7 @@ def test_invite_server_non2xx_timer_g_h() -> None:
     assert sent(layer.receive_request(request(), False, 1.2)) == ["486"]  # request retransmitted
     log = run_until(layer, 100.0)
     g = [t for t, a in log if isinstance(a, Send)]
-    assert g[:4] == [1.5, 2.5, 4.5, 8.5] and all(b - a == pytest.approx(T2) for a, b in zip(g[3:], g[4:]))
+    assert g[:4] == [1.5, 2.5, 4.5, 8.5] and all(b - a == pytest.approx(T2) for a, b in itertools.pairwise(g[3:]))
     assert [t for t, a in log if isinstance(a, Timeout)] == [1.0 + 64 * T1]  # H: no ACK came
 
 

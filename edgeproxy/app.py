@@ -1,0 +1,212 @@
+"""One edgeproxy instance: transports in, the transaction layer, the core.
+
+Everything SIP-shaped is decided by the sans-IO layers; this module only
+parses what transports deliver, runs the transaction layer's actions
+against the transports and the event loop's clock, and answers what the
+core answers itself (OPTIONS to us, CANCEL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import structlog
+
+from edgeproxy.config import Config
+from edgeproxy.sip import Message, Request, Response, SipError, error_response, make_response, parse_message, validate
+from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
+from edgeproxy.sip.transaction import Action, Deliver, Send, ServerTransaction, State, Timeout, Transaction
+from edgeproxy.sip.transactions import TransactionLayer
+from edgeproxy.transport.base import Source, Target
+from edgeproxy.transport.keepalive import NatPinger
+from edgeproxy.transport.manager import TransportManager
+
+log = structlog.get_logger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, REFER, INFO, UPDATE, PRACK"
+SUPPORTED = "path, outbound"
+
+
+def response_target(source: Source, req: Request) -> Target | None:
+    """Where a response to `req` goes (RFC 3261 §18.2.2, RFC 3581): back over
+    the connection it came on, else to the address its top Via names."""
+    via = req.top_via
+    if source.transport == "udp":
+        address = response_address(via)
+        return None if address is None else Target("udp", address)
+    host = (via.received or source.remote[0]).strip("[]")
+    port = via.port or DEFAULT_PORTS.get(via.transport, 5060)
+    return Target(source.transport, (host, port), source.connection)
+
+
+class EdgeProxy:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.transactions = TransactionLayer(config.limits.max_transactions)
+        self.transports = TransportManager(config, self.on_message)
+        self.pinger = NatPinger(config.keepalive.mode, config.keepalive.interval, config.keepalive.max_targets,
+                                self.transports.send, self._our_udp_address)
+        self.draining = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._identities: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        await self.transports.start()
+        self._identities = self._own_identities()
+        self.pinger.start()
+
+    async def drain(self) -> None:
+        """SIGTERM: refuse new transactions, let open ones finish, then close."""
+        self.draining = True
+        self.transports.stop_listening()
+        deadline = self.loop.time() + self.config.server.drain_timeout
+        while self._unfinished() and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
+
+    async def close(self) -> None:
+        self.pinger.stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.close()
+
+    def _unfinished(self) -> int:
+        busy = (State.TRYING, State.PROCEEDING, State.CALLING)
+        return sum(1 for t in self.transactions.server.values() if t.state in busy) + sum(
+            1 for t in self.transactions.client.values() if t.state in busy)
+
+    def _own_identities(self) -> set[str]:
+        names = {self.config.advertise.lower().strip("[]"), "localhost"}
+        names.update(d.lower() for d in self.config.server.domains)
+        for spec, (host, _) in self.transports.bound:
+            names.add(host)
+            if ipaddress.ip_address(host).is_unspecified:
+                names.update({"127.0.0.1", "::1"})
+        return names
+
+    def _our_udp_address(self) -> tuple[str, int]:
+        for spec, address in self.transports.bound:
+            if spec.transport == "udp":
+                return address
+        return self.transports.bound[0][1]
+
+    # -- incoming ----------------------------------------------------------------
+    def on_message(self, data: bytes, source: Source) -> None:
+        """Entry point for every message a transport delivers; never raises."""
+        try:
+            self._receive(data, source)
+        except SipError as err:
+            self._refuse(err, source)
+        except Exception:  # a bug must cost one message, never the process
+            log.exception("unhandled error", source=source.remote, transport=source.transport)
+
+    def _receive(self, data: bytes, source: Source) -> None:
+        msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
+        now = self.loop.time()
+        if isinstance(msg, Response):
+            validate(msg)
+            self._run(self.transactions.receive_response(msg, now))
+            return
+        stamp_received(msg, source.remote[0], source.remote[1])
+        validate(msg)
+        if source.connection is not None and "alias" in msg.top_via.params:
+            # RFC 5923: requests toward the sent-by may reuse this connection
+            via = msg.top_via
+            self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or 5060))
+        if self.draining and msg.method not in ("ACK", "CANCEL"):
+            raise SipError(503, "Service Unavailable", [("Retry-After", "5")], msg)
+        self._run(self.transactions.receive_request(msg, source.reliable, now, source))
+
+    def _refuse(self, err: SipError, source: Source) -> None:
+        req = err.message
+        if not isinstance(req, Request):
+            log.debug("dropped unparseable message", source=source.remote, reason=err.reason)
+            return
+        resp = error_response(err)
+        if resp is None:
+            return
+        log.info("request refused", status=err.status, reason=err.reason, source=source.remote)
+        try:
+            stamp_received(req, source.remote[0], source.remote[1])
+            target = response_target(source, req)
+        except SipError:  # no usable Via: answer where it came from
+            target = Target(source.transport, source.remote, source.connection)
+        if target is not None:
+            self.transports.send(resp.to_bytes(), target)
+
+    # -- the transaction user ------------------------------------------------------
+    def _handle_request(self, txn: ServerTransaction | None, req: Request) -> None:
+        if txn is None:
+            return  # an ACK for a 2xx we did not send: nothing to do until we proxy
+        if req.method == "CANCEL":
+            self._cancel(txn, req)
+        elif req.method == "OPTIONS" and self._addressed_to_us(req):
+            self.respond(txn, make_response(req, 200, headers=[
+                ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]))
+        else:
+            self.respond(txn, make_response(req, 501))
+
+    def _addressed_to_us(self, req: Request) -> bool:
+        uri = req.uri
+        return uri.is_sip and uri.user is None and uri.host.lower().strip("[]") in self._identities
+
+    def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
+        invite = self.transactions.cancel_target(cancel)
+        if invite is None:
+            self.respond(txn, make_response(cancel, 481))
+            return
+        self.respond(txn, make_response(cancel, 200))
+        if invite.state is State.PROCEEDING:
+            self.respond(invite, make_response(invite.request, 487))
+
+    def respond(self, txn: ServerTransaction, resp: Response) -> None:
+        self._run(self.transactions.respond(txn, resp, self.loop.time()))
+
+    # -- actions and timers ----------------------------------------------------------
+    def _run(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.txn, action.message)
+            elif isinstance(action, Deliver):
+                if isinstance(action.message, Request):
+                    txn = action.txn if isinstance(action.txn, ServerTransaction) else None
+                    self._handle_request(txn, action.message)
+                elif isinstance(action.message, Response):
+                    log.debug("stray response dropped", status=action.message.status)
+            elif isinstance(action, Timeout):
+                log.info("transaction timed out", method=action.txn.request.method, key=action.txn.key[0])
+        self._schedule()
+
+    def _send(self, txn: Transaction, message: Message) -> None:
+        peer = txn.peer
+        if isinstance(peer, Source):
+            target = response_target(peer, txn.request)
+        else:
+            target = peer
+        if target is None:
+            log.info("response not sent: no valid destination", via=str(txn.request.top_via))
+            return
+        self.transports.send(message.to_bytes(), target,
+                             on_error=lambda err: self._run(self.transactions.transport_error(txn)))
+
+    def _schedule(self) -> None:
+        deadline = self.transactions.deadline
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            self._run(self.transactions.expire(self.loop.time()))
+        except Exception:
+            log.exception("timer handling failed")
+            self._schedule()

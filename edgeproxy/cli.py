@@ -1,0 +1,70 @@
+"""`edgeproxy run [--config FILE]` and `edgeproxy check-config FILE`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import uvloop
+
+from edgeproxy.config import Config, ConfigError, load
+from edgeproxy.observability.logging import setup_logging
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str | None) -> Config:
+    return load(path) if path else Config()
+
+
+async def serve(config: Config) -> int:
+    import structlog
+
+    from edgeproxy.app import EdgeProxy
+
+    log = structlog.get_logger("edgeproxy")
+    app = EdgeProxy(config)
+    try:
+        await app.start()
+    except OSError as err:
+        log.error("cannot listen", error=str(err))
+        await app.close()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("edgeproxy started", instance=config.server.instance_id,
+             listen=[str(spec) for spec, _ in app.transports.bound])
+    await stop.wait()
+    log.info("draining", timeout=config.server.drain_timeout)
+    await app.drain()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgeproxy", description="SIP edge proxy, registrar and presence server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the proxy (the embedded default without --config)")
+    run.add_argument("--config", help="TOML configuration file")
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    args = parser.parse_args(argv)
+
+    try:
+        config = _load(args.config if args.command == "run" else args.file)
+    except ConfigError as err:
+        print(f"edgeproxy: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check-config":
+        print(f"{args.file}: ok")
+        return 0
+    setup_logging(config.log.level, config.log.format)
+    return uvloop.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

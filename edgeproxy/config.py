@@ -1,0 +1,229 @@
+"""Configuration: TOML in, typed sections out, every mistake named by its key.
+
+Each section is a dataclass; a field's metadata holds the check that
+converts and validates the raw TOML value. Unknown sections and keys are
+errors (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+SECURE = ("tls", "wss")
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message starts with the offending key."""
+
+
+def _check(fn: Callable[[Any, str], Any]) -> dict[str, Any]:
+    return {"check": fn}
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _opt_file(value: Any, key: str) -> str | None:
+    path = _str(value, key)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: file not found: {path}")
+    return path
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _str_list(value: Any, key: str) -> list[str]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return [_str(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _number(low: float, high: float, integer: bool = False) -> Callable[[Any, str], Any]:
+    def check(value: Any, key: str) -> Any:
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if not ok or isinstance(value, bool) or not low <= value <= high:
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(f"{key}: expected {kind} in [{low}, {high}], got {value!r}")
+        return value
+
+    return check
+
+
+def _choice(*options: str) -> Callable[[Any, str], str]:
+    def check(value: Any, key: str) -> str:
+        if value not in options:
+            raise ConfigError(f"{key}: expected one of {', '.join(options)}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSpec:
+    transport: str  # udp | tcp | tls | ws | wss
+    host: str  # an IP address (IPv6 without brackets)
+    port: int
+
+    @property
+    def secure(self) -> bool:
+        return self.transport in SECURE
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def parse_listen(value: Any, key: str) -> ListenSpec:
+    """`proto:host:port`, host an IPv4 address or a bracketed IPv6 one."""
+    text = _str(value, key)
+    proto, _, rest = text.partition(":")
+    host, sep, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        port_number = int(port)
+    except ValueError:
+        port_number = -1
+    if proto.lower() not in TRANSPORTS or not sep or not 0 <= port_number <= 65535:
+        raise ConfigError(f"{key}: expected 'udp|tcp|tls|ws|wss:IP:PORT' (IPv6 in brackets), got {text!r}")
+    return ListenSpec(proto.lower(), host, port_number)
+
+
+def _listen_list(value: Any, key: str) -> list[ListenSpec]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: expected a non-empty list like [\"udp:0.0.0.0:5060\"], got {value!r}")
+    specs = [parse_listen(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    seen: set[tuple[str, str, int]] = set()
+    for i, spec in enumerate(specs):
+        kind = "udp" if spec.transport == "udp" else "stream"
+        if (kind, spec.host, spec.port) in seen:
+            raise ConfigError(f"{key}[{i}]: {spec} listens on an address and port already used")
+        seen.add((kind, spec.host, spec.port))
+    return specs
+
+
+DEFAULT_LISTEN = [ListenSpec("udp", "127.0.0.1", 5060), ListenSpec("tcp", "127.0.0.1", 5060)]
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    instance_id: str = field(default_factory=socket.gethostname, metadata=_check(_str))
+    listen: list[ListenSpec] = field(default_factory=lambda: list(DEFAULT_LISTEN), metadata=_check(_listen_list))
+    # name or VIP written in Record-Route/Path/Via; default: the first listen address
+    advertise: str = field(default="", metadata=_check(_str))
+    domains: list[str] = field(default_factory=list, metadata=_check(_str_list))
+    drain_timeout: float = field(default=10.0, metadata=_check(_number(0, 3600)))
+
+
+@dataclass(slots=True)
+class TlsConfig:
+    cert_file: str | None = field(default=None, metadata=_check(_opt_file))
+    key_file: str | None = field(default=None, metadata=_check(_opt_file))
+    ca_file: str | None = field(default=None, metadata=_check(_opt_file))  # for verifying peers we connect to
+    verify_peer: bool = field(default=True, metadata=_check(_bool))
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    max_message_size: int = field(default=65535, metadata=_check(_number(1024, 1 << 20, True)))
+    max_headers: int = field(default=200, metadata=_check(_number(16, 10000, True)))
+    max_line: int = field(default=8192, metadata=_check(_number(256, 1 << 20, True)))
+    max_connections: int = field(default=10000, metadata=_check(_number(1, 1_000_000, True)))
+    max_connections_per_ip: int = field(default=100, metadata=_check(_number(1, 1_000_000, True)))
+    idle_timeout: float = field(default=600.0, metadata=_check(_number(1, 86400)))
+    max_transactions: int = field(default=50000, metadata=_check(_number(10, 10_000_000, True)))
+
+
+@dataclass(slots=True)
+class KeepaliveConfig:
+    mode: str = field(default="off", metadata=_check(_choice("off", "crlf", "options")))
+    interval: float = field(default=30.0, metadata=_check(_number(1, 3600)))
+    max_targets: int = field(default=100_000, metadata=_check(_number(1, 10_000_000, True)))
+
+
+@dataclass(slots=True)
+class LogConfig:
+    level: str = field(default="info", metadata=_check(_choice("debug", "info", "warning", "error")))
+    format: str = field(default="json", metadata=_check(_choice("json", "console")))
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    keepalive: KeepaliveConfig = field(default_factory=KeepaliveConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def advertise(self) -> str:
+        if self.server.advertise:
+            return self.server.advertise
+        first = self.server.listen[0]
+        return f"[{first.host}]" if ":" in first.host else first.host
+
+
+def _section(raw: Any, name: str, cls: type) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table [{name}], got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(known)})")
+        values[key] = known[key].metadata["check"](value, f"{name}.{key}")
+    return cls(**values)
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig, "log": LogConfig,
+}
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    values = {}
+    for name, body in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+        values[name] = _section(body, name, SECTIONS[name])
+    config = Config(**values)
+    _cross_checks(config)
+    return config
+
+
+def _cross_checks(config: Config) -> None:
+    secure = [str(s) for s in config.server.listen if s.secure]
+    if secure and not (config.tls.cert_file and config.tls.key_file):
+        missing = "tls.cert_file" if not config.tls.cert_file else "tls.key_file"
+        raise ConfigError(f"{missing}: required by listen {', '.join(secure)}")
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    tls = raw.get("tls")
+    if isinstance(tls, dict):  # relative file names are relative to the config file
+        base = os.path.dirname(os.path.abspath(path))
+        for key, value in tls.items():
+            if key.endswith("_file") and isinstance(value, str) and value and not os.path.isabs(value):
+                tls[key] = os.path.join(base, value)
+    return from_dict(raw)

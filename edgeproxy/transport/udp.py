@@ -1,0 +1,71 @@
+"""UDP: one socket per listen address, shared by worker processes (SO_REUSEPORT)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+import structlog
+
+from .base import Address, Source
+
+log = structlog.get_logger(__name__)
+
+BUFFER_BYTES = 4 << 20  # large buffers absorb bursts (the kernel caps them at rmem_max)
+
+
+def bind_socket(host: str, port: int, kind: int) -> socket.socket:
+    """A bound socket with SO_REUSEADDR/SO_REUSEPORT (and v6-only for IPv6)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, BUFFER_BYTES)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Source], None], max_size: int) -> None:
+        self.on_datagram = on_datagram
+        self.max_size = max_size
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Address = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's UDPTransport
+        self.local = transport.get_extra_info("sockname")[:2]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        if len(data) > self.max_size or data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
+            return  # oversize, or a NAT keep-alive: nothing to answer on UDP
+        self.on_datagram(data, Source("udp", (addr[0], addr[1]), self.local))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error", error=str(exc))
+
+    def send(self, data: bytes, address: Address) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, address)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Source], None], max_size: int) -> UdpEndpoint:
+    loop = asyncio.get_running_loop()
+    sock = bind_socket(host, port, socket.SOCK_DGRAM)
+    _, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram, max_size), sock=sock)
+    return endpoint

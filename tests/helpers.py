@@ -1,0 +1,112 @@
+"""Starting a real edgeproxy process and talking SIP to it over real sockets."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both UDP and TCP on host."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as t:
+            t.bind((host, 0))
+            port = t.getsockname()[1]
+            with socket.socket(family, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def options(uri: str, transport: str = "UDP", sent_by: str = "127.0.0.1:9", branch: str | None = None,
+            extra: str = "", call_id: str | None = None) -> bytes:
+    branch = branch or "z9hG4bK" + secrets.token_hex(6)
+    return (f"OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{transport} {sent_by};branch={branch};rport\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:tester@example.com>;tag={secrets.token_hex(4)}\r\n"
+            f"To: <{uri}>\r\nCall-ID: {call_id or secrets.token_hex(8)}\r\nCSeq: 1 OPTIONS\r\n{extra}"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+def status_of(data: bytes) -> int:
+    assert data.startswith(b"SIP/2.0 "), data[:80]
+    return int(data[8:11])
+
+
+class Proxy:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, host: str, log: pathlib.Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.host = host
+        self.log = log
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.host}:{self.port}"
+
+    def udp(self, data: bytes, timeout: float = 3.0) -> bytes:
+        with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(timeout)
+            s.sendto(data, (self.host, self.port))
+            return s.recv(65535)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, log: pathlib.Path) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"edgeproxy exited with {proc.returncode}:\n{log.read_text()}")
+        if b"edgeproxy started" in log.read_bytes():
+            return
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"edgeproxy did not start:\n{log.read_text()}")
+
+
+@contextmanager
+def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = None,
+                  listen: list[str] | None = None) -> Iterator[Proxy]:
+    """An edgeproxy process on free ports; `config` is extra TOML after [server]."""
+    port = port or free_port(host)
+    h = f"[{host}]" if ":" in host else host
+    listen = listen or [f"udp:{h}:{port}", f"tcp:{h}:{port}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = pathlib.Path(tmp) / "edge.toml"
+        log = pathlib.Path(tmp) / "edge.log"
+        listen_toml = ", ".join(f'"{item}"' for item in listen)
+        cfg.write_text(f"[server]\nlisten = [{listen_toml}]\ndrain_timeout = 2.0\n{config}\n")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with log.open("wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proxy = Proxy(proc, port, host, log)
+        try:
+            _wait_ready(proc, host, port, log)
+            yield proxy
+        finally:
+            if proc.poll() is None:
+                proxy.stop()

@@ -1,0 +1,51 @@
+"""The process contract: config errors exit 2 naming the key, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+from tests.helpers import ROOT, options, running_proxy, status_of
+
+
+def edgeproxy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeproxy.cli", *args], capture_output=True, text=True, cwd=ROOT, check=False,
+                          timeout=30)
+
+
+def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
+    cases = {
+        '[server]\nlisten = ["udp:127.0.0.1"]\n': "server.listen[0]",
+        "[server]\nlistn = []\n": "server.listn",
+        "[nosuch]\n": "nosuch",
+        '[server]\nlisten = ["tls:127.0.0.1:5061"]\n': "tls.cert_file",
+        "[limits]\nmax_connections = -1\n": "limits.max_connections",
+        '[keepalive]\nmode = "sometimes"\n': "keepalive.mode",
+        "[server\n": "not valid TOML",
+    }
+    for text, key in cases.items():
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        for args in (["check-config", str(path)], ["run", "--config", str(path)]):
+            result = edgeproxy(*args)
+            assert result.returncode == 2, (text, result.stderr)
+            assert key in result.stderr
+    good = tmp_path / "good.toml"
+    good.write_text('[server]\nlisten = ["udp:127.0.0.1:5060"]\n')
+    assert edgeproxy("check-config", str(good)).returncode == 0
+
+
+def test_examples_pass_check_config() -> None:
+    examples = sorted((ROOT / "deploy" / "examples").glob("*.toml"))
+    assert examples
+    for path in examples:
+        result = edgeproxy("check-config", str(path))
+        assert result.returncode == 0, (path, result.stderr)
+
+
+def test_sigterm_exits_zero() -> None:
+    with running_proxy() as proxy:
+        assert status_of(proxy.udp(options(proxy.uri))) == 200
+        assert proxy.stop() == 0
+        assert b"stopped" in proxy.log.read_bytes()

@@ -1,0 +1,29 @@
+"""Running SIPp (from Debian's sip-tester) against a proxy, bounded in calls and time."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+SCENARIOS = pathlib.Path(__file__).resolve().parent / "scenarios"
+
+
+def sipp_binary() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        pytest.fail("sipp not installed: `make test` installs the Debian package sip-tester")
+    return path
+
+
+def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
+             timeout: float = 60.0) -> tuple[int, str]:
+    """Run `calls` calls at `rate`/s; returns SIPp's exit code (0: all succeeded) and its statistics."""
+    args = [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
+            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", "127.0.0.1", "-timeout", f"{int(timeout)}s",
+            "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), target]
+    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,
+                          check=False)
+    return proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
