@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .message import Message, Request, Response
+from .responses import make_response
 
 T1 = 0.5
 T2 = 4.0
@@ -243,13 +244,18 @@ class ServerTransaction(Transaction):
 
 
 class ServerInvite(ServerTransaction):
-    """Figure 7, with RFC 6026 (Accepted state, Timer L)."""
+    """Figure 7, with RFC 6026 (Accepted state, Timer L).
+
+    100 Trying goes out at once (§17.2.1, and §16.2 for a proxy): it stops the
+    client's INVITE retransmissions before the TU has decided anything.
+    """
 
     __slots__ = ()
 
     def start(self, now: float) -> list[Action]:
         self.state = State.PROCEEDING
-        return [Deliver(self, self.request)]
+        self.last_response = make_response(self.request, 100)
+        return [Send(self, self.last_response), Deliver(self, self.request)]
 
     def respond(self, resp: Response, now: float) -> list[Action]:
         state = self.state

@@ -177,9 +177,11 @@ def test_tls_options(tmp_path: pathlib.Path) -> None:
             assert status_of(read_response(s)) == 400
 
 
-def ws_exchange(port: int, subprotocols: list[str], messages: list[bytes], expect: int) -> list[str]:
+def ws_exchange(port: int, subprotocols: list[str], messages: list[bytes], expect: int,
+                tls: ssl.SSLContext | None = None) -> list[str]:
     ws = WSConnection(ConnectionType.CLIENT)
-    with socket.create_connection(("127.0.0.1", port)) as s:
+    with socket.create_connection(("127.0.0.1", port)) as raw, \
+            (tls.wrap_socket(raw, server_hostname="edge.test") if tls else raw) as s:
         s.settimeout(3)
         s.sendall(ws.send(WsRequest(host="127.0.0.1", target="/", subprotocols=subprotocols)))
         replies: list[str] = []
@@ -224,3 +226,32 @@ def test_ipv6_udp_and_tcp() -> None:
         with socket.create_connection(("::1", proxy.port)) as s:
             s.sendall(options(f"sip:[::1]:{proxy.port}", "TCP", sent_by="[::1]:9"))
             assert status_of(read_response(s)) == 200
+
+
+def test_secure_websocket(tmp_path: pathlib.Path) -> None:
+    cert, key = make_certificate(tmp_path)
+    port, wss_port = free_port(), free_port()
+    with running_proxy(f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n', port=port,
+                       listen=[f"udp:127.0.0.1:{port}", f"wss:127.0.0.1:{wss_port}"]):
+        ctx = ssl.create_default_context(cafile=str(cert))
+        uri = f"sip:127.0.0.1:{wss_port};transport=wss"
+        replies = ws_exchange(wss_port, ["sip"], [options(uri, "WSS", sent_by="h7kjh12.invalid")], 1, tls=ctx)
+        assert replies[0].startswith("SIP/2.0 200")
+
+
+def test_invite_gets_100_trying_then_final_retransmitted_until_ack() -> None:
+    with running_proxy() as proxy, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        invite = options(proxy.uri, branch="z9hG4bKinv1", call_id="inv-1").replace(b"OPTIONS", b"INVITE")
+        s.sendto(invite, ("127.0.0.1", proxy.port))
+        assert status_of(s.recv(65535)) == 100
+        final = s.recv(65535)
+        assert status_of(final) >= 300
+        assert s.recv(65535) == final  # Timer G: no ACK yet, the final comes again
+        to_tag = final.split(b"To: ")[1].split(b"\r\n")[0]
+        ack = (invite.replace(b"INVITE sip", b"ACK sip").replace(b"1 INVITE", b"1 ACK")
+               .replace(b"To: <" + proxy.uri.encode() + b">", b"To: " + to_tag))
+        s.sendto(ack, ("127.0.0.1", proxy.port))
+        s.settimeout(2.5)
+        with pytest.raises(TimeoutError):  # the ACK stopped Timer G: silence
+            s.recv(65535)

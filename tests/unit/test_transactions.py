@@ -151,15 +151,15 @@ def test_non_invite_client_reliable_timer_k_is_zero() -> None:
 
 # -- Figure 7: INVITE server ---------------------------------------------------------
 
-def test_invite_server_retransmissions_get_last_provisional() -> None:
+def test_invite_server_sends_100_trying_and_retransmits_last_provisional() -> None:
     layer = TransactionLayer()
     req = request()
     actions = layer.receive_request(req, reliable=False, now=0.0)
-    assert kinds(actions) == ["Deliver"]
-    txn = actions[0].txn
-    assert layer.receive_request(request(), False, 0.1) == []  # nothing sent yet: absorbed
-    layer.respond(txn, response(req, 100), 0.1)
-    assert sent(layer.receive_request(request(), False, 0.2)) == ["100"]
+    assert kinds(actions) == ["Send", "Deliver"] and sent(actions) == ["100"]
+    trying = actions[0].message
+    assert trying.to.tag is None and trying.raw_lines("Via") == req.raw_lines("Via")
+    txn = actions[1].txn
+    assert sent(layer.receive_request(request(), False, 0.1)) == ["100"]
     layer.respond(txn, response(req, 180), 0.3)
     assert sent(layer.receive_request(request(), False, 0.4)) == ["180"]
 
@@ -167,7 +167,7 @@ def test_invite_server_retransmissions_get_last_provisional() -> None:
 def test_invite_server_non2xx_timer_g_h() -> None:
     layer = TransactionLayer()
     req = request()
-    txn = layer.receive_request(req, False, 0.0)[0].txn
+    txn = layer.receive_request(req, False, 0.0)[-1].txn
     assert sent(layer.respond(txn, response(req, 486), 1.0)) == ["486"]
     assert txn.state is State.COMPLETED
     assert sent(layer.receive_request(request(), False, 1.2)) == ["486"]  # request retransmitted
@@ -180,7 +180,7 @@ def test_invite_server_non2xx_timer_g_h() -> None:
 def test_invite_server_ack_confirms_and_timer_i() -> None:
     layer = TransactionLayer()
     req = request()
-    txn = layer.receive_request(req, False, 0.0)[0].txn
+    txn = layer.receive_request(req, False, 0.0)[-1].txn
     layer.respond(txn, response(req, 404), 0.0)
     ack = request("ACK")
     assert layer.receive_request(ack, False, 0.3) == []
@@ -192,7 +192,7 @@ def test_invite_server_ack_confirms_and_timer_i() -> None:
 def test_invite_server_reliable_has_no_timer_g_and_zero_timer_i() -> None:
     layer = TransactionLayer()
     req = request()
-    txn = layer.receive_request(req, True, 0.0)[0].txn
+    txn = layer.receive_request(req, True, 0.0)[-1].txn
     layer.respond(txn, response(req, 480), 0.0)
     assert set(txn.timers) == {"H"}
     layer.receive_request(request("ACK"), True, 0.5)
@@ -202,7 +202,7 @@ def test_invite_server_reliable_has_no_timer_g_and_zero_timer_i() -> None:
 def test_invite_server_2xx_accepted_timer_l() -> None:
     layer = TransactionLayer()
     req = request()
-    txn = layer.receive_request(req, False, 0.0)[0].txn
+    txn = layer.receive_request(req, False, 0.0)[-1].txn
     ok = response(req, 200)
     assert sent(layer.respond(txn, ok, 1.0)) == ["200"]
     assert txn.state is State.ACCEPTED
@@ -215,7 +215,7 @@ def test_invite_server_2xx_accepted_timer_l() -> None:
 
 def test_cancel_matches_its_invite() -> None:
     layer = TransactionLayer()
-    txn = layer.receive_request(request(), False, 0.0)[0].txn
+    txn = layer.receive_request(request(), False, 0.0)[-1].txn
     cancel = request("CANCEL")
     assert layer.cancel_target(cancel) is txn
     assert kinds(layer.receive_request(cancel, False, 0.1)) == ["Deliver"]  # its own transaction
@@ -233,7 +233,7 @@ def test_ack_without_transaction_goes_to_tu() -> None:
 def test_non_invite_server_trying_proceeding_completed_timer_j() -> None:
     layer = TransactionLayer()
     req = request("OPTIONS")
-    txn = layer.receive_request(req, False, 0.0)[0].txn
+    txn = layer.receive_request(req, False, 0.0)[-1].txn
     assert txn.state is State.TRYING
     assert layer.receive_request(request("OPTIONS"), False, 0.1) == []  # Trying: absorbed silently
     layer.respond(txn, response(req, 100), 0.2)
@@ -250,7 +250,7 @@ def test_non_invite_server_trying_proceeding_completed_timer_j() -> None:
 def test_non_invite_server_reliable_timer_j_is_zero() -> None:
     layer = TransactionLayer()
     req = request("OPTIONS")
-    txn = layer.receive_request(req, True, 0.0)[0].txn
+    txn = layer.receive_request(req, True, 0.0)[-1].txn
     layer.respond(txn, response(req, 200), 0.0)
     assert kinds(layer.expire(0.0)) == ["Terminated"]
 
