@@ -2,14 +2,16 @@
 
 Everything SIP-shaped is decided by the sans-IO layers; this module only
 parses what transports deliver, runs the transaction layer's actions
-against the transports and the event loop's clock, and answers what the
-core answers itself (OPTIONS to us, CANCEL).
+against the transports and the event loop's clock, and hands requests to
+the part that answers them: itself (OPTIONS to us, CANCEL) or the registrar.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import secrets
+from collections.abc import Awaitable
 
 import structlog
 
@@ -18,9 +20,13 @@ from edgeproxy.sip import Message, Request, Response, SipError, error_response, 
 from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
 from edgeproxy.sip.transaction import Action, Deliver, Send, ServerTransaction, State, Timeout, Transaction
 from edgeproxy.sip.transactions import TransactionLayer
+from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
+from registrar.auth import Authenticator
+from registrar.bindings import ExpiryPolicy
+from registrar.service import Registrar
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +58,32 @@ class EdgeProxy:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._identities: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
+        self.stores: Stores = open_stores(config)
+        self.auth = self._authenticator()
+        self.registrar = self._registrar()
+
+    def _authenticator(self) -> Authenticator | None:
+        reg = self.config.registrar
+        if not reg.auth:
+            return None
+        if reg.secret:
+            secret = reg.secret.encode()
+        else:
+            secret = secrets.token_bytes(32)
+            if self.config.state.backend == "redis":
+                log.warning("registrar.secret is not set: nonces from this instance will not verify on others")
+        return Authenticator(self.config.realm, self.stores.users, self.stores.nonces, secret, reg.nonce_lifetime,
+                             reg.algorithms)
+
+    def _registrar(self) -> Registrar | None:
+        reg = self.config.registrar
+        if not reg.enabled:
+            return None
+        policy = ExpiryPolicy(reg.min_expires, reg.max_expires, reg.default_expires)
+        return Registrar(self.stores.location, self.auth, policy, reg.max_contacts, self.config.server.instance_id,
+                         self._ours)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -72,11 +104,14 @@ class EdgeProxy:
         self.pinger.stop()
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         await self.transports.close()
+        await self.stores.close()
 
     def _unfinished(self) -> int:
         busy = (State.TRYING, State.PROCEEDING, State.CALLING)
-        return sum(1 for t in self.transactions.server.values() if t.state in busy) + sum(
+        return len(self._tasks) + sum(1 for t in self.transactions.server.values() if t.state in busy) + sum(
             1 for t in self.transactions.client.values() if t.state in busy)
 
     def _own_identities(self) -> set[str]:
@@ -144,15 +179,68 @@ class EdgeProxy:
             return  # an ACK for a 2xx we did not send: nothing to do until we proxy
         if req.method == "CANCEL":
             self._cancel(txn, req)
-        elif req.method == "OPTIONS" and self._addressed_to_us(req):
+        elif req.method == "REGISTER" and self.registrar is not None:
+            if not self._ours(req.uri.host):
+                self.respond(txn, make_response(req, 403, "Forbidden (not our domain)"))
+            else:
+                self._spawn(txn, self._register(txn, req))
+        elif req.method in self.config.registrar.challenge_methods and self.auth and not self.trusted(txn.peer):
+            self._spawn(txn, self._authenticated(txn, req))
+        else:
+            self._answer_locally(txn, req)
+
+    def _answer_locally(self, txn: ServerTransaction, req: Request) -> None:
+        if req.method == "OPTIONS" and self._addressed_to_us(req):
             self.respond(txn, make_response(req, 200, headers=[
                 ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]))
         else:
             self.respond(txn, make_response(req, 501))
 
+    async def _register(self, txn: ServerTransaction, req: Request) -> None:
+        assert self.registrar is not None
+        resp = await self.registrar.register(req, txn.peer)
+        self.respond(txn, resp)
+        source: Source = txn.peer
+        if resp.status == 200 and source.transport == "udp" and resp.has("Contact"):
+            self.pinger.watch(source.remote)
+
+    async def _authenticated(self, txn: ServerTransaction, req: Request) -> None:
+        """RFC 3261 §22.3: a proxy challenges with 407 before acting for a client."""
+        assert self.auth is not None
+        try:
+            await self.auth.authenticate(req, proxy=True)
+        except SipError as err:
+            self.respond(txn, make_response(req, err.status, err.reason, err.headers))
+            return
+        self._answer_locally(txn, req)
+
+    def _spawn(self, txn: ServerTransaction, work: Awaitable[None]) -> None:
+        """Run async work for a transaction; whatever happens, it gets an answer."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("request handling failed", method=txn.request.method)
+                if txn.state in (State.TRYING, State.PROCEEDING):
+                    self.respond(txn, make_response(txn.request, 500))
+
+        task = self.loop.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def trusted(self, peer: object) -> bool:
+        if not isinstance(peer, Source) or not self._trusted:
+            return False
+        ip = ipaddress.ip_address(peer.remote[0])
+        return any(ip in net for net in self._trusted)
+
+    def _ours(self, host: str) -> bool:
+        return host.lower().strip("[]") in self._identities
+
     def _addressed_to_us(self, req: Request) -> bool:
         uri = req.uri
-        return uri.is_sip and uri.user is None and uri.host.lower().strip("[]") in self._identities
+        return uri.is_sip and uri.user is None and self._ours(uri.host)
 
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)

@@ -155,6 +155,59 @@ class KeepaliveConfig:
     max_targets: int = field(default=100_000, metadata=_check(_number(1, 10_000_000, True)))
 
 
+def _cidr_list(value: Any, key: str) -> list[str]:
+    items = _str_list(value, key)
+    for i, item in enumerate(items):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}[{i}]: expected an address or network like 10.0.0.0/24, got {item!r}") from None
+    return items
+
+
+def _algorithms(value: Any, key: str) -> list[str]:
+    items = _str_list(value, key)
+    for i, item in enumerate(items):
+        if item not in ("SHA-256", "MD5"):
+            raise ConfigError(f"{key}[{i}]: expected SHA-256 or MD5, got {item!r}")
+    if not items:
+        raise ConfigError(f"{key}: needs at least one algorithm")
+    return items
+
+
+def _methods(value: Any, key: str) -> list[str]:
+    return [m.upper() for m in _str_list(value, key)]
+
+
+@dataclass(slots=True)
+class RegistrarConfig:
+    enabled: bool = field(default=True, metadata=_check(_bool))
+    realm: str = field(default="", metadata=_check(_str))  # default: the first domain, else advertise
+    auth: bool = field(default=True, metadata=_check(_bool))
+    users: str = field(default="", metadata=_check(_str))  # a users TOML file, or "redis"
+    secret: str = field(default="", metadata=_check(_str))  # nonce HMAC key, shared by all instances
+    nonce_lifetime: float = field(default=300.0, metadata=_check(_number(10, 86400)))
+    algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"], metadata=_check(_algorithms))
+    challenge_methods: list[str] = field(default_factory=list, metadata=_check(_methods))
+    min_expires: int = field(default=60, metadata=_check(_number(1, 86400, True)))
+    max_expires: int = field(default=3600, metadata=_check(_number(1, 2**31 - 1, True)))
+    default_expires: int = field(default=3600, metadata=_check(_number(1, 2**31 - 1, True)))
+    max_contacts: int = field(default=10, metadata=_check(_number(1, 1000, True)))
+
+
+@dataclass(slots=True)
+class StateConfig:
+    backend: str = field(default="memory", metadata=_check(_choice("memory", "redis")))
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_check(_str))
+    key_prefix: str = field(default="ep:", metadata=_check(_str))
+    max_aors: int = field(default=1_000_000, metadata=_check(_number(1, 100_000_000, True)))
+
+
+@dataclass(slots=True)
+class SecurityConfig:
+    trusted: list[str] = field(default_factory=list, metadata=_check(_cidr_list))  # backends
+
+
 @dataclass(slots=True)
 class LogConfig:
     level: str = field(default="info", metadata=_check(_choice("debug", "info", "warning", "error")))
@@ -167,7 +220,16 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     keepalive: KeepaliveConfig = field(default_factory=KeepaliveConfig)
+    registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+
+    @property
+    def realm(self) -> str:
+        if self.registrar.realm:
+            return self.registrar.realm
+        return self.server.domains[0] if self.server.domains else self.advertise.strip("[]")
 
     @property
     def advertise(self) -> str:
@@ -190,7 +252,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
 
 
 SECTIONS: dict[str, type] = {
-    "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig, "log": LogConfig,
+    "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
+    "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig, "log": LogConfig,
 }
 
 
@@ -210,6 +273,20 @@ def _cross_checks(config: Config) -> None:
     if secure and not (config.tls.cert_file and config.tls.key_file):
         missing = "tls.cert_file" if not config.tls.cert_file else "tls.key_file"
         raise ConfigError(f"{missing}: required by listen {', '.join(secure)}")
+    reg = config.registrar
+    if reg.min_expires > reg.max_expires:
+        raise ConfigError(f"registrar.min_expires: {reg.min_expires} is above registrar.max_expires {reg.max_expires}")
+    if reg.users == "redis" and config.state.backend != "redis":
+        raise ConfigError('registrar.users: "redis" needs state.backend = "redis"')
+    if reg.users and reg.users != "redis":
+        from edgeproxy.state.users import UsersFileError, load_users_file
+
+        try:
+            load_users_file(reg.users, config.realm)
+        except UsersFileError as err:
+            raise ConfigError(f"registrar.users: {err}") from None
+    if config.state.backend == "redis" and not config.state.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"state.redis_url: expected redis://HOST:PORT/DB, got {config.state.redis_url!r}")
 
 
 def load(path: str) -> Config:
@@ -220,10 +297,12 @@ def load(path: str) -> Config:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    tls = raw.get("tls")
-    if isinstance(tls, dict):  # relative file names are relative to the config file
-        base = os.path.dirname(os.path.abspath(path))
-        for key, value in tls.items():
-            if key.endswith("_file") and isinstance(value, str) and value and not os.path.isabs(value):
-                tls[key] = os.path.join(base, value)
+    base = os.path.dirname(os.path.abspath(path))  # relative file names are relative to the config file
+    for section, keys in (("tls", ("cert_file", "key_file", "ca_file")), ("registrar", ("users",))):
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key in keys:
+                value = table.get(key)
+                if isinstance(value, str) and value and value != "redis" and not os.path.isabs(value):
+                    table[key] = os.path.join(base, value)
     return from_dict(raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterator
 
 import pytest
 
@@ -15,3 +16,12 @@ def conformance_dir() -> pathlib.Path:
     if not (CONFORMANCE / "manifest.tsv").exists():
         pytest.skip(f"conformance corpus not found at {CONFORMANCE}")
     return CONFORMANCE
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A real redis-server on a free port for the whole session; its URL."""
+    from tests.helpers import start_redis
+
+    with start_redis() as url:
+        yield url

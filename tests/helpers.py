@@ -110,3 +110,74 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
         finally:
             if proc.poll() is None:
                 proxy.stop()
+
+
+@contextmanager
+def start_redis() -> Iterator[str]:
+    """redis-server on a free port, no persistence, stopped (by PID) afterwards."""
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not installed: `make test` installs the Debian package redis-server")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                        s.sendall(b"PING\r\n")
+                        if s.recv(16).startswith(b"+PONG"):
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def parse_challenge(value: str) -> dict[str, str]:
+    """Parameters of a `Digest …` challenge (test-side, independent of the server's code)."""
+    assert value.startswith("Digest ")
+    params = {}
+    for part in value[7:].split(","):
+        name, _, raw = part.strip().partition("=")
+        params[name.lower()] = raw.strip('"')
+    return params
+
+
+def digest_header(challenge: str, username: str, password: str, method: str, uri: str, nc: int = 1,
+                  cnonce: str = "0a4f113b", realm: str | None = None) -> str:
+    import hashlib
+
+    c = parse_challenge(challenge)
+    algorithm = c.get("algorithm", "MD5")
+    h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
+
+    def H(text: str) -> str:
+        return h(text.encode()).hexdigest()
+
+    realm = realm or c["realm"]
+    ha1 = H(f"{username}:{realm}:{password}")
+    ha2 = H(f"{method}:{uri}")
+    ncv = f"{nc:08x}"
+    response = H(f"{ha1}:{c['nonce']}:{ncv}:{cnonce}:auth:{ha2}")
+    return (f'Digest username="{username}", realm="{realm}", nonce="{c["nonce"]}", uri="{uri}", '
+            f'response="{response}", algorithm={algorithm}, qop=auth, nc={ncv}, cnonce="{cnonce}"')
+
+
+def header_values(message: bytes, name: str) -> list[str]:
+    out = []
+    for line in message.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        key, _, value = line.decode().partition(":")
+        if key.strip().lower() == name.lower():
+            out.append(value.strip())
+    return out

@@ -19,9 +19,10 @@ def sipp_binary() -> str:
 
 
 def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
-             timeout: float = 60.0) -> tuple[int, str]:
+             timeout: float = 60.0, inf: pathlib.Path | None = None) -> tuple[int, str]:
     """Run `calls` calls at `rate`/s; returns SIPp's exit code (0: all succeeded) and its statistics."""
     args = [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
+            *(["-inf", str(inf)] if inf else []),
             "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", "127.0.0.1", "-timeout", f"{int(timeout)}s",
             "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), target]
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,

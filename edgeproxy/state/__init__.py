@@ -1,0 +1,1 @@
+"""Shared state: one small async interface per kind, memory and Redis implementations."""

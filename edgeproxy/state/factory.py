@@ -1,0 +1,35 @@
+"""Building the configured stores (memory or Redis) for one instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeproxy.config import Config
+
+from .location import LocationStore, MemoryLocationStore
+from .nonces import MemoryNonceCounter, NonceCounter
+from .redis_store import RedisLocationStore, RedisNonceCounter, RedisUserStore, connect
+from .users import MemoryUserStore, UserStore, load_users_file
+
+
+@dataclass(slots=True)
+class Stores:
+    location: LocationStore
+    nonces: NonceCounter
+    users: UserStore
+
+    async def close(self) -> None:
+        for store in (self.location, self.nonces, self.users):  # closing a shared client twice is harmless
+            await store.close()
+
+
+def open_stores(config: Config) -> Stores:
+    """Stores for the configured backend; Redis connects lazily, on first use."""
+    users_file = config.registrar.users
+    file_users = MemoryUserStore(load_users_file(users_file, config.realm)) if users_file not in ("", "redis") else None
+    if config.state.backend == "memory":
+        return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore())
+    client = connect(config.state.redis_url)
+    prefix = config.state.key_prefix
+    return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
+                  file_users or RedisUserStore(client, prefix))

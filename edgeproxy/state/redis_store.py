@@ -1,0 +1,167 @@
+"""The same stores on Redis, for active/active instances.
+
+Layout (every key has a TTL; every operation touches one key, whose AoR or
+nonce sits in a {hash tag}, so it all works on Redis Cluster; no KEYS or
+SCAN in the request path):
+
+  {prefix}loc:{<aor>}     string: JSON list of the AoR's bindings;
+                          TTL = the latest binding expiry
+  {prefix}nc:{<nonce>}    string: highest digest nonce-count seen; TTL = nonce lifetime
+  {prefix}user:{<name>}   hash: ha1_md5, ha1_sha256 (written by the operator)
+
+Writes to a location key are compare-and-set: read, compute, then a Lua
+script writes only if the value is still the one read (retried otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .errors import StoreError, StoreFull
+from .location import Binding, Change, by_q, live
+from .users import Credentials
+
+_CAS = """
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+"""
+
+_ADVANCE = """
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > last then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+CAS_ATTEMPTS = 8
+
+
+def connect(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30)
+
+
+def _encode(bindings: list[Binding]) -> str:
+    return json.dumps([b.to_dict() for b in bindings], separators=(",", ":")) if bindings else ""
+
+
+def _text(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _decode(raw: str) -> list[Binding]:
+    if not raw:
+        return []
+    try:
+        return [Binding.from_dict(item) for item in json.loads(raw)]
+    except (ValueError, TypeError) as err:
+        raise StoreError(f"corrupt location record: {err}") from err
+
+
+class RedisLocationStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ep:", clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self._cas = client.register_script(_CAS)
+        self._locks: dict[str, list[Any]] = {}  # key → [lock, waiters]; empty when idle
+
+    def key(self, aor: str) -> str:
+        return f"{self.prefix}loc:{{{aor}}}"
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        try:
+            raw = await self.client.get(self.key(aor))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+        return by_q(live(_decode(_text(raw)), self.clock()))
+
+    async def update(self, aor: str, change: Change) -> list[Binding]:
+        """Writers in this process take turns per AoR; against other instances
+        the compare-and-set retries, with jittered backoff."""
+        key = self.key(aor)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = [asyncio.Lock(), 0]
+        lock[1] += 1
+        try:
+            async with lock[0]:
+                return await self._update(key, change)
+        finally:
+            lock[1] -= 1
+            if not lock[1]:
+                del self._locks[key]
+
+    async def _update(self, key: str, change: Change) -> list[Binding]:
+        try:
+            for attempt in range(CAS_ATTEMPTS):
+                old = _text(await self.client.get(key))
+                now = self.clock()
+                new = live(change(live(_decode(old), now)), now)
+                ttl_ms = math.ceil((max(b.expires_at for b in new) - now) * 1000) + 1000 if new else 0
+                if await self._cas(keys=[key], args=[old, _encode(new), ttl_ms]):
+                    return by_q(new)
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+        raise StoreFull(f"location record {key} too contended")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisNonceCounter:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ep:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._advance = client.register_script(_ADVANCE)
+
+    async def advance(self, nonce: str, nc: int, ttl: float) -> bool:
+        try:
+            return bool(await self._advance(keys=[f"{self.prefix}nc:{{{nonce}}}"], args=[nc, math.ceil(ttl * 1000)]))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisUserStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ep:") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def key(self, username: str) -> str:
+        return f"{self.prefix}user:{{{username}}}"
+
+    async def get(self, username: str) -> Credentials | None:
+        try:
+            fields = await self.client.hmget(self.key(username), ["ha1_md5", "ha1_sha256"])
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+        md5, sha = (_text(f) or None for f in fields)
+        return Credentials(md5, sha) if md5 or sha else None
+
+    async def put(self, username: str, creds: Credentials) -> None:
+        """Provisioning helper (operators may also HSET directly)."""
+        mapping: dict[str | bytes, str] = {
+            k: v for k, v in (("ha1_md5", creds.ha1_md5), ("ha1_sha256", creds.ha1_sha256)) if v}
+        await self.client.hset(self.key(username), mapping=mapping)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,89 @@
+"""The registrar: REGISTER in, the location store updated, the 200 out."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+
+from edgeproxy.sip import Request, Response, SipError, make_response
+from edgeproxy.state.errors import StoreError, StoreFull
+from edgeproxy.state.location import Binding, LocationStore
+from edgeproxy.transport.base import Source
+
+from .auth import Authenticator
+from .bindings import ExpiryPolicy, Origin, aor_of, apply_register, contact_value, requested_contacts
+
+
+def behind_nat(req: Request, source: Source) -> bool:
+    """RFC 3581-style test: the client's Via or a Contact names an address
+    that is not where the packets come from (or a private one)."""
+    if req.top_via.received is not None:
+        return True
+    for na in req.contacts:
+        host = na.uri.host.strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            continue
+        if str(ip) != source.remote[0] or (ip.is_private and not ipaddress.ip_address(source.remote[0]).is_private):
+            return True
+    return False
+
+
+class Registrar:
+    def __init__(self, store: LocationStore, auth: Authenticator | None, policy: ExpiryPolicy, max_contacts: int,
+                 instance_id: str, is_local: Callable[[str], bool], clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.is_local = is_local  # whether a domain is ours: we keep no AoR of anyone else
+        self.auth = auth
+        self.policy = policy
+        self.max_contacts = max_contacts
+        self.instance_id = instance_id
+        self.clock = clock
+
+    async def register(self, req: Request, source: Source) -> Response:
+        """The response to a REGISTER (errors come back as responses too)."""
+        try:
+            return await self._register(req, source)
+        except SipError as err:
+            return make_response(req, err.status, err.reason, err.headers)
+        except StoreFull:
+            return make_response(req, 503, "Service Unavailable", [("Retry-After", "30")])
+        except StoreError:
+            return make_response(req, 500, "Server Internal Error", [("Retry-After", "5")])
+
+    async def _register(self, req: Request, source: Source) -> Response:
+        aor = aor_of(req)
+        if not self.is_local(aor.partition("@")[2]):
+            raise SipError(403, "Forbidden (not our domain)")
+        if self.auth is not None:
+            user = await self.auth.authenticate(req)
+            if user != aor.partition("@")[0] and user != aor:
+                raise SipError(403, "Forbidden")
+        requested = requested_contacts(req, self.policy)
+        supports_path = "path" in (v.lower() for v in req.values("Supported"))
+        origin = Origin(
+            call_id=req.call_id, cseq=req.cseq.number,
+            path=tuple(req.values("Path")) if supports_path else (),
+            source=f"{source.transport}:{source.remote[0]}:{source.remote[1]}",
+            behind_nat=behind_nat(req, source), edge=self.instance_id, user_agent=req.get("User-Agent") or "")
+        if requested is not None and not requested:
+            bindings = await self.store.lookup(aor)  # a query: no Contact, nothing changes
+        else:
+            bindings = await self.store.update(
+                aor, lambda current: apply_register(current, requested, origin, self.clock(), self.max_contacts))
+        return self._ok(req, bindings, supports_path)
+
+    def _ok(self, req: Request, bindings: list[Binding], supports_path: bool) -> Response:
+        now = self.clock()
+        headers = [("Contact", contact_value(b, now)) for b in bindings]
+        if supports_path:
+            headers += [("Path", p) for p in req.values("Path")]
+        headers += [("Supported", "path"), ("Date", formatdate(now, usegmt=True))]
+        return make_response(req, 200, headers=headers)
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        """Contacts of an AoR for the proxy, highest q first (with Path and NAT facts)."""
+        return await self.store.lookup(aor)

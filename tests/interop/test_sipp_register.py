@@ -1,0 +1,49 @@
+"""SIPp registers 1,000 distinct users with digest auth, on each state backend."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import pytest
+import redis
+
+from tests.helpers import running_proxy
+from tests.interop.sipp import run_sipp
+
+USERS = 1000
+
+
+def write_users(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    csv = tmp / "users.csv"
+    toml = tmp / "users.toml"
+    csv.write_text("SEQUENTIAL\n" + "".join(
+        f"user{i:04d};[authentication username=user{i:04d} password=pw{i:04d}x]\n" for i in range(USERS)))
+    toml.write_text("[users]\n" + "".join(f'user{i:04d} = {{ password = "pw{i:04d}x" }}\n' for i in range(USERS)))
+    return csv, toml
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_sipp_registers_1000_users(backend: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
+    csv, toml = write_users(tmp_path)
+    state = ""
+    if backend == "redis":
+        url = request.getfixturevalue("redis_server")
+        redis.Redis.from_url(url).flushdb()
+        state = f'[state]\nbackend = "redis"\nredis_url = "{url}"\n'
+    config = (f'domains = ["example.com"]\n[registrar]\nusers = "{toml}"\nalgorithms = ["MD5"]\n'
+              f'secret = "sipp-test"\n{state}')
+    with running_proxy(config) as proxy:
+        code, output = run_sipp("register_auth.xml", f"127.0.0.1:{proxy.port}", "udp", calls=USERS, rate=250,
+                                workdir=tmp_path, inf=csv)
+        assert code == 0, output
+        if backend == "redis":
+            client = redis.Redis.from_url(url)
+            now = time.time()
+            for i in range(USERS):
+                key = f"ep:loc:{{user{i:04d}@example.com}}"
+                bindings = json.loads(client.get(key) or "[]")
+                assert len(bindings) == 1 and bindings[0]["contact"].startswith(f"sip:user{i:04d}@127.0.0.1:")
+                assert 3590 <= bindings[0]["expires_at"] - now <= 3601
+                assert 3_590_000 <= client.pttl(key) <= 3_602_000
