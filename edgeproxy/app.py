@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 
+from edgeproxy.aio import start_eagerly, start_in_task
 from edgeproxy.config import Config
 from edgeproxy.sip import Message, Request, Response, SipError, error_response, make_response, parse_message, validate
 from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
@@ -60,6 +62,7 @@ class EdgeProxy:
         self._identities: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
+        self._trust_cache: dict[str, bool] = {}
         self.stores: Stores = open_stores(config)
         self.auth = self._authenticator()
         self.registrar = self._registrar()
@@ -214,26 +217,31 @@ class EdgeProxy:
             return
         self._answer_locally(txn, req)
 
-    def _spawn(self, txn: ServerTransaction, work: Awaitable[None]) -> None:
-        """Run async work for a transaction; whatever happens, it gets an answer."""
+    def _spawn(self, txn: ServerTransaction, work: Coroutine[Any, Any, None]) -> None:
+        """Run a handler (at once, see edgeproxy.aio); whatever happens, the transaction gets an answer."""
 
-        async def guarded() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("request handling failed", method=txn.request.method)
-                if txn.state in (State.TRYING, State.PROCEEDING):
-                    self.respond(txn, make_response(txn.request, 500))
+        def failed(err: BaseException) -> None:
+            log.error("request handling failed", method=txn.request.method, error=repr(err))
+            if txn.state in (State.TRYING, State.PROCEEDING):
+                self.respond(txn, make_response(txn.request, 500))
 
-        task = self.loop.create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        start = start_eagerly if self.config.state.backend == "memory" else start_in_task
+        start(work, self._tasks, failed)
 
     def trusted(self, peer: object) -> bool:
         if not isinstance(peer, Source) or not self._trusted:
             return False
-        ip = ipaddress.ip_address(peer.remote[0])
-        return any(ip in net for net in self._trusted)
+        return self._is_trusted(peer.remote[0])
+
+    def _is_trusted(self, address: str) -> bool:
+        known = self._trust_cache.get(address)
+        if known is None:
+            ip = ipaddress.ip_address(address)
+            known = any(ip in net for net in self._trusted)
+            if len(self._trust_cache) >= 65536:
+                self._trust_cache.clear()
+            self._trust_cache[address] = known
+        return known
 
     def _ours(self, host: str) -> bool:
         return host.lower().strip("[]") in self._identities

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 
 from edgeproxy.sip.errors import bad_request
+from edgeproxy.sip.ids import random_hex
 from edgeproxy.sip.tokens import split_commas, unquote
 
 HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
@@ -82,7 +82,7 @@ class Nonces:
         return hmac.new(self.secret, f"{stamp}.{salt}:{self.realm}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def make(self, now: float) -> str:
-        stamp, salt = f"{int(now):x}", secrets.token_hex(8)
+        stamp, salt = f"{int(now):x}", random_hex(8)
         return f"{stamp}.{salt}.{self._mac(stamp, salt)}"
 
     def check(self, nonce: str, now: float) -> str:

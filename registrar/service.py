@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -16,20 +17,32 @@ from .auth import Authenticator
 from .bindings import ExpiryPolicy, Origin, aor_of, apply_register, contact_value, requested_contacts
 
 
+@functools.lru_cache(maxsize=4096)
+def _private(host: str) -> bool | None:
+    """Whether an IP literal is private; None for a name."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_private
+    except ValueError:
+        return None
+
+
 def behind_nat(req: Request, source: Source) -> bool:
-    """RFC 3581-style test: the client's Via or a Contact names an address
-    that is not where the packets come from (or a private one)."""
+    """Kamailio nathelper's test: the client's Via or a Contact names an
+    address that is not where the packets come from."""
     if req.top_via.received is not None:
         return True
+    src = source.remote[0]
     for na in req.contacts:
         host = na.uri.host.strip("[]")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            continue
-        if str(ip) != source.remote[0] or (ip.is_private and not ipaddress.ip_address(source.remote[0]).is_private):
+        private = _private(host)
+        if private is not None and (host != src or (private and not _private(src))):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=2)
+def http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)
 
 
 class Registrar:
@@ -81,7 +94,7 @@ class Registrar:
         headers = [("Contact", contact_value(b, now)) for b in bindings]
         if supports_path:
             headers += [("Path", p) for p in req.values("Path")]
-        headers += [("Supported", "path"), ("Date", formatdate(now, usegmt=True))]
+        headers += [("Supported", "path"), ("Date", http_date(int(now)))]
         return make_response(req, 200, headers=headers)
 
     async def lookup(self, aor: str) -> list[Binding]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from .headers import Via
@@ -10,6 +11,7 @@ from .message import Request
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
 
 
+@functools.lru_cache(maxsize=4096)
 def is_unicast_target(host: str) -> bool:
     """False for addresses a response must never be sent to (broadcast,
     multicast, unspecified); names are resolved later and allowed here."""
@@ -49,4 +51,4 @@ def stamp_received(req: Request, source_ip: str, source_port: int) -> None:
         via.params["rport"] = str(source_port)
         changed = True
     if changed:
-        req.replace_first_value("Via", str(via))
+        req.set_top_via(via)

@@ -288,6 +288,11 @@ class Message:
         self.lines[at] = header_line(key, ", ".join([value, *rest]))
         self._changed(key)
 
+    def set_top_via(self, via: Via) -> None:
+        """Rewrite the first Via value from `via`, which stays the parsed top Via."""
+        self.replace_first_value("Via", str(via))
+        self._via = via
+
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         self.body = body
         self.set("Content-Length", str(len(body)))

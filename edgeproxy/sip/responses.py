@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterable
 
 from .errors import SipError
+from .ids import new_tag
 from .message import Request, Response, build_lines
 
 REASONS: dict[int, str] = {
@@ -29,10 +29,6 @@ REASONS: dict[int, str] = {
 
 # Copied from the request, as the exact bytes received, in the request's order.
 _COPIED = ("via", "from", "to", "call-id", "cseq")
-
-
-def new_tag() -> str:
-    return secrets.token_hex(6)
 
 
 def make_response(

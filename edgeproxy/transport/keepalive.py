@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
 from collections.abc import Callable
 
 from edgeproxy.sip import Request
+from edgeproxy.sip.ids import new_branch, new_call_id, new_tag
 
 from .base import Address, Target
 
@@ -69,10 +69,10 @@ class NatPinger:
         host = f"[{host}]" if ":" in host else host
         peer = f"[{address[0]}]" if ":" in address[0] else address[0]
         return Request.build("OPTIONS", f"sip:{peer}:{address[1]}", [
-            ("Via", f"SIP/2.0/UDP {host}:{port};branch=z9hG4bKka{secrets.token_hex(6)};rport"),
+            ("Via", f"SIP/2.0/UDP {host}:{port};branch={new_branch()};rport"),
             ("Max-Forwards", "70"),
-            ("From", f"<sip:keepalive@{host}>;tag={secrets.token_hex(4)}"),
+            ("From", f"<sip:keepalive@{host}>;tag={new_tag()}"),
             ("To", f"<sip:{peer}:{address[1]}>"),
-            ("Call-ID", f"ka-{secrets.token_hex(8)}"),
+            ("Call-ID", new_call_id()),
             ("CSeq", f"{next(self._seq) % 2**31} OPTIONS"),
         ]).to_bytes()

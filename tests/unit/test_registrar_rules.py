@@ -17,7 +17,7 @@ NOW = 1_800_000_000.0
 
 def register(contacts: list[str], expires: str | None = None, call_id: str = "reg-1", cseq: int = 1,
              to: str = "<sip:alice@Example.COM>") -> Request:
-    lines = [f"REGISTER sip:example.com SIP/2.0", "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKr1;rport",
+    lines = ["REGISTER sip:example.com SIP/2.0", "Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKr1;rport",
              f"From: {to};tag=f1", f"To: {to}", f"Call-ID: {call_id}", f"CSeq: {cseq} REGISTER",
              "Max-Forwards: 70"] + [f"Contact: {c}" for c in contacts]
     if expires is not None:

@@ -1,0 +1,241 @@
+"""Shared by the SIPp benchmarks: processes, their CPU time from /proc, SIPp runs, Kamailio.
+
+The figure is CPU time per successful operation: utime+stime of every
+process of the server under test (a process and all its descendants), read
+from /proc before and after a SIPp run at a fixed rate, divided by the
+operations SIPp counted as successful.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SCENARIOS = ROOT / "tests" / "interop" / "scenarios"
+TICK = os.sysconf("SC_CLK_TCK")
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (Kamailio forks its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / TICK
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class SippResult:
+    successful: int
+    failed: int
+    seconds: float
+    exit_code: int
+
+
+def run_sipp(scenario: str, target: str, calls: int, rate: int, workdir: pathlib.Path,
+             inf: pathlib.Path | None = None, extra: list[str] | None = None, timeout: float = 300) -> SippResult:
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        raise SystemExit("sipp not found: apt-get install sip-tester")
+    stats = workdir / f"stats-{time.monotonic_ns()}.csv"
+    args = [sipp, "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate), "-t", "u1",
+            "-i", "127.0.0.1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat",
+            "-stf", str(stats), "-fd", "1", *(["-inf", str(inf)] if inf else []), *(extra or []), target]
+    start = time.monotonic()
+    proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 60, check=False)
+    elapsed = time.monotonic() - start
+    with stats.open() as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    last = dict(zip(rows[0], rows[-1]))
+    return SippResult(int(last["SuccessfulCall(C)"]), int(last["FailedCall(C)"]), elapsed, proc.returncode)
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def pids(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+
+def wait_udp(port: int, proc: subprocess.Popen[bytes], log: pathlib.Path, timeout: float = 15.0) -> None:
+    """Until an OPTIONS to the port gets any answer."""
+    msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKwait;rport\r\n"
+           "From: <sip:w@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: wait\r\nCSeq: 1 OPTIONS\r\n"
+           "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                s.recv(65535)
+                return
+            except OSError:
+                time.sleep(0.1)
+    raise RuntimeError(f"server not answering on {port}:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def edgeproxy(config: str, workdir: pathlib.Path, name: str = "edgeproxy") -> Iterator[Server]:
+    port = free_port()
+    cfg = workdir / f"{name}.toml"
+    log = workdir / f"{name}.log"
+    cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "warning"\n')
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_udp(port, proc, log)
+        yield Server(name, proc, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def kamailio(route_script: str, modules: list[str], modparams: str, workdir: pathlib.Path,
+             name: str = "kamailio", children: int = 1) -> Iterator[Server]:
+    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not os.path.exists(binary):
+        raise SystemExit("kamailio not found: apt-get install kamailio")
+    port = free_port()
+    cfg = workdir / f"{name}.cfg"
+    log = workdir / f"{name}.log"
+    loads = "\n".join(f'loadmodule "{m}.so"' for m in modules)
+    cfg.write_text(f"""#!KAMAILIO
+debug=1
+log_stderror=yes
+children={children}
+tcp_children=1
+disable_tcp=yes
+listen=udp:127.0.0.1:{port}
+auto_aliases=no
+mpath="{KAMAILIO_MODULES}"
+{loads}
+{modparams}
+{route_script}
+""")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "-f", str(cfg), "-D", "-E", "-P", str(workdir / f"{name}.pid"),
+                                 "-w", str(workdir), "-m", "256", "-M", "32"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_udp(port, proc, log)
+        yield Server(name, proc, port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0", proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    kam = subprocess.run(["kamailio", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    return (f"{platform.node()}: {os.cpu_count()} cores, {cpu}; Linux {platform.release()}; "
+            f"Python {platform.python_version()}; {kam.strip()}")
+
+
+def measure(server: Server, run: callable) -> tuple[SippResult, float]:  # type: ignore[valid-type]
+    """CPU seconds the server's processes spent during `run()` and its result."""
+    pids = server.pids()
+    before = cpu_seconds(pids)
+    result = run()
+    after = cpu_seconds(server.pids())
+    return result, after - before
