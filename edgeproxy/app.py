@@ -3,7 +3,8 @@
 Everything SIP-shaped is decided by the sans-IO layers; this module only
 parses what transports deliver, runs the transaction layer's actions
 against the transports and the event loop's clock, and hands requests to
-the part that answers them: itself (OPTIONS to us, CANCEL) or the registrar.
+the part that answers them: itself (OPTIONS to us, CANCEL), the registrar,
+or the proxy core (everything else).
 """
 
 from __future__ import annotations
@@ -18,10 +19,23 @@ import structlog
 
 from edgeproxy.aio import start_eagerly, start_in_task
 from edgeproxy.config import Config
+from edgeproxy.dispatcher.backends import Backend, BackendSet
+from edgeproxy.dispatcher.probe import Probe, Prober
+from edgeproxy.proxy.core import Identity, ProxyCore
 from edgeproxy.sip import Message, Request, Response, SipError, error_response, make_response, parse_message, validate
 from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
-from edgeproxy.sip.transaction import Action, Deliver, Send, ServerTransaction, State, Timeout, Transaction
+from edgeproxy.sip.transaction import (
+    Action,
+    ClientTransaction,
+    Deliver,
+    Send,
+    ServerTransaction,
+    State,
+    Timeout,
+    Transaction,
+)
 from edgeproxy.sip.transactions import TransactionLayer
+from edgeproxy.sip.uri import URI
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import Source, Target
 from edgeproxy.transport.keepalive import NatPinger
@@ -66,6 +80,12 @@ class EdgeProxy:
         self.stores: Stores = open_stores(config)
         self.auth = self._authenticator()
         self.registrar = self._registrar()
+        d = config.dispatcher
+        self.backends = BackendSet([Backend(b.uri, b.weight) for b in d.backends], d.algorithm, d.down_after,
+                                   d.up_after)
+        self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
+        self.prober: Prober | None = None
+        self._probe_task: asyncio.Task[None] | None = None
 
     def _authenticator(self) -> Authenticator | None:
         reg = self.config.registrar
@@ -86,13 +106,43 @@ class EdgeProxy:
             return None
         policy = ExpiryPolicy(reg.min_expires, reg.max_expires, reg.default_expires)
         return Registrar(self.stores.location, self.auth, policy, reg.max_contacts, self.config.server.instance_id,
-                         self._ours)
+                         self._ours, self.domain_of)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         await self.transports.start()
         self._identities = self._own_identities()
         self.pinger.start()
+        addresses: dict[str, tuple[str, int]] = {}
+        for spec, (host, port) in self.transports.bound:
+            if ipaddress.ip_address(host).is_unspecified:
+                host = self.config.advertise.strip("[]")
+            addresses.setdefault(spec.transport, (host, port))
+        identity = Identity(self.config.advertise.strip("[]"), addresses, self._uri_is_ours)
+        self.proxy = ProxyCore(self.transactions, self._run, self.transports.send, self.loop.time, identity,
+                               self.trusted, self.stores.location,
+                               self.stores.users if self.config.registrar.users else None,
+                               self.backends if self.backends else None, self.config.dispatcher.branch_timeout,
+                               self.domain_of)
+        if self.backends:
+            host, port = identity.via_host("udp")
+            self.prober = Prober(self.backends, host, port, identity.advertise)
+            self._probe_task = self.loop.create_task(self._probing())
+
+    async def _probing(self) -> None:
+        assert self.prober is not None
+        while True:
+            for probe, req in self.prober.round():
+                hop = probe.backend.hop
+                target = Target(hop.transport, (hop.host, hop.port))
+                try:
+                    txn, actions = self.transactions.start_client(req, hop.transport in ("tcp", "tls"),
+                                                                  self.loop.time(), target)
+                except SipError:
+                    continue
+                txn.context = probe
+                self._run(actions)
+            await asyncio.sleep(self.config.dispatcher.probe_interval)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new transactions, let open ones finish, then close."""
@@ -105,6 +155,8 @@ class EdgeProxy:
 
     async def close(self) -> None:
         self.pinger.stop()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -155,9 +207,14 @@ class EdgeProxy:
             # RFC 5923: requests toward the sent-by may reuse this connection
             via = msg.top_via
             self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or 5060))
-        if self.draining and msg.method not in ("ACK", "CANCEL"):
+        if self.draining and msg.method not in ("ACK", "CANCEL") and msg.to.tag is None:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], msg)
-        self._run(self.transactions.receive_request(msg, source.reliable, now, source))
+        actions = self.transactions.receive_request(msg, source.reliable, now, source)
+        if msg.method == "ACK" and actions and isinstance(actions[0], Deliver) and actions[0].txn is None:
+            if self.proxy is not None:
+                self.proxy.forward_stateless(msg, source)  # the ACK for a 2xx: end to end
+            return
+        self._run(actions)
 
     def _refuse(self, err: SipError, source: Source) -> None:
         req = err.message
@@ -179,25 +236,27 @@ class EdgeProxy:
     # -- the transaction user ------------------------------------------------------
     def _handle_request(self, txn: ServerTransaction | None, req: Request) -> None:
         if txn is None:
-            return  # an ACK for a 2xx we did not send: nothing to do until we proxy
+            return  # an ACK that matched no transaction (handled in _receive)
         if req.method == "CANCEL":
             self._cancel(txn, req)
-        elif req.method == "REGISTER" and self.registrar is not None:
+        elif req.method == "REGISTER" and self.registrar is not None and not req.has("Route"):
             if not self._ours(req.uri.host):
                 self.respond(txn, make_response(req, 403, "Forbidden (not our domain)"))
             else:
                 self._spawn(txn, self._register(txn, req))
-        elif req.method in self.config.registrar.challenge_methods and self.auth and not self.trusted(txn.peer):
-            self._spawn(txn, self._authenticated(txn, req))
-        else:
-            self._answer_locally(txn, req)
-
-    def _answer_locally(self, txn: ServerTransaction, req: Request) -> None:
-        if req.method == "OPTIONS" and self._addressed_to_us(req):
+        elif req.method == "OPTIONS" and self._addressed_to_us(req) and not req.has("Route"):
             self.respond(txn, make_response(req, 200, headers=[
                 ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]))
+        elif (req.method in self.config.registrar.challenge_methods and self.auth and req.to.tag is None
+              and not self.trusted(txn.peer)):
+            self._spawn(txn, self._authenticated(txn, req))
         else:
-            self.respond(txn, make_response(req, 501))
+            self._proxy(txn, req)
+
+    def _proxy(self, txn: ServerTransaction, req: Request) -> None:
+        assert self.proxy is not None
+        self.proxy.observe_request(req)
+        self._spawn(txn, self.proxy.route(txn, req))
 
     async def _register(self, txn: ServerTransaction, req: Request) -> None:
         assert self.registrar is not None
@@ -215,7 +274,7 @@ class EdgeProxy:
         except SipError as err:
             self.respond(txn, make_response(req, err.status, err.reason, err.headers))
             return
-        self._answer_locally(txn, req)
+        self._proxy(txn, req)
 
     def _spawn(self, txn: ServerTransaction, work: Coroutine[Any, Any, None]) -> None:
         """Run a handler (at once, see edgeproxy.aio); whatever happens, the transaction gets an answer."""
@@ -243,6 +302,15 @@ class EdgeProxy:
             self._trust_cache[address] = known
         return known
 
+    def domain_of(self, host: str) -> str:
+        """The domain an AoR lives in: one of ours as written, or, for our own
+        addresses, the default domain (Kamailio's use_domain=0 for one domain)."""
+        host = host.lower().strip("[]")
+        domains = [d.lower() for d in self.config.server.domains]
+        if host in domains or not domains or host not in self._identities:
+            return host
+        return domains[0]
+
     def _ours(self, host: str) -> bool:
         return host.lower().strip("[]") in self._identities
 
@@ -250,12 +318,22 @@ class EdgeProxy:
         uri = req.uri
         return uri.is_sip and uri.user is None and self._ours(uri.host)
 
+    def _uri_is_ours(self, uri: URI) -> bool:
+        """Our domain, or one of our addresses (on a port we listen on, when one is given)."""
+        if not uri.is_sip or not self._ours(uri.host):
+            return False
+        if uri.port is None or uri.host.lower() in (d.lower() for d in self.config.server.domains):
+            return True
+        return any(port == uri.port for _, (_, port) in self.transports.bound)
+
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)
         if invite is None:
             self.respond(txn, make_response(cancel, 481))
             return
         self.respond(txn, make_response(cancel, 200))
+        if self.proxy is not None and self.proxy.cancel(invite):
+            return  # proxied: the branches' 487 will answer the INVITE
         if invite.state is State.PROCEEDING:
             self.respond(invite, make_response(invite.request, 487))
 
@@ -268,14 +346,34 @@ class EdgeProxy:
             if isinstance(action, Send):
                 self._send(action.txn, action.message)
             elif isinstance(action, Deliver):
-                if isinstance(action.message, Request):
-                    txn = action.txn if isinstance(action.txn, ServerTransaction) else None
-                    self._handle_request(txn, action.message)
-                elif isinstance(action.message, Response):
-                    log.debug("stray response dropped", status=action.message.status)
+                self._deliver(action)
             elif isinstance(action, Timeout):
-                log.info("transaction timed out", method=action.txn.request.method, key=action.txn.key[0])
+                self._timed_out(action.txn)
         self._schedule()
+
+    def _deliver(self, action: Deliver) -> None:
+        msg, txn = action.message, action.txn
+        if isinstance(msg, Request):
+            self._handle_request(txn if isinstance(txn, ServerTransaction) else None, msg)
+        elif isinstance(msg, Response):
+            if isinstance(txn, ClientTransaction):
+                if isinstance(txn.context, Probe):
+                    assert self.prober is not None
+                    self.prober.answered(txn.context, msg)
+                elif self.proxy is not None:
+                    self.proxy.on_response(txn, msg)
+            elif self.proxy is not None:
+                self.proxy.forward_stray(msg)
+
+    def _timed_out(self, txn: Transaction) -> None:
+        if isinstance(txn, ClientTransaction):
+            if isinstance(txn.context, Probe):
+                assert self.prober is not None
+                self.prober.timed_out(txn.context)
+            elif self.proxy is not None:
+                self.proxy.on_timeout(txn)
+        else:
+            log.info("transaction timed out", method=txn.request.method, key=txn.key[0])
 
     def _send(self, txn: Transaction, message: Message) -> None:
         peer = txn.peer

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from edgeproxy.sip import SipError, parse_uri
+
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 SECURE = ("tls", "wss")
 
@@ -203,6 +205,46 @@ class StateConfig:
     max_aors: int = field(default=1_000_000, metadata=_check(_number(1, 100_000_000, True)))
 
 
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    uri: str
+    weight: int = 1
+
+
+def _backends(value: Any, key: str) -> list[BackendSpec]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected [[dispatcher.backends]] tables, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a table with uri and weight, got {item!r}")
+        unknown = set(item) - {"uri", "weight"}
+        if unknown:
+            raise ConfigError(f"{where}.{min(unknown)}: unknown key (known: uri, weight)")
+        uri = _str(item.get("uri"), f"{where}.uri")
+        try:
+            parsed = parse_uri(uri)
+        except SipError:
+            parsed = None
+        if parsed is None or not parsed.is_sip or parsed.user is not None:
+            raise ConfigError(f"{where}.uri: expected sip:HOST[:PORT][;transport=…], got {uri!r}")
+        weight = _number(0, 1000, True)(item.get("weight", 1), f"{where}.weight")
+        out.append(BackendSpec(uri, weight))
+    return out
+
+
+@dataclass(slots=True)
+class DispatcherConfig:
+    algorithm: str = field(default="round-robin", metadata=_check(
+        _choice("round-robin", "weighted", "hash-callid", "hash-from", "least-busy")))
+    probe_interval: float = field(default=5.0, metadata=_check(_number(0.1, 3600)))
+    down_after: int = field(default=2, metadata=_check(_number(1, 100, True)))
+    up_after: int = field(default=1, metadata=_check(_number(1, 100, True)))
+    branch_timeout: float = field(default=5.0, metadata=_check(_number(0.5, 32)))  # no answer: next backend
+    backends: list[BackendSpec] = field(default_factory=list, metadata=_check(_backends))
+
+
 @dataclass(slots=True)
 class SecurityConfig:
     trusted: list[str] = field(default_factory=list, metadata=_check(_cidr_list))  # backends
@@ -223,6 +265,7 @@ class Config:
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     state: StateConfig = field(default_factory=StateConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -253,7 +296,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
 
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
-    "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig, "log": LogConfig,
+    "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig,
+    "dispatcher": DispatcherConfig, "log": LogConfig,
 }
 
 

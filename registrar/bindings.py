@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeproxy.sip import Request, SipError
 from edgeproxy.sip.errors import bad_request
 from edgeproxy.sip.headers import NameAddr
-from edgeproxy.sip.uri import unescape
+from edgeproxy.sip.uri import URI, unescape
 from edgeproxy.state.location import Binding
 
 
@@ -49,12 +50,12 @@ class Origin:
     user_agent: str
 
 
-def aor_of(req: Request) -> str:
-    """The address-of-record: the To URI's unescaped user @ lower-case host."""
-    uri = req.to.uri
+def aor_of(uri: URI, domain_of: Callable[[str], str] = str.lower) -> str:
+    """The address-of-record of a SIP URI: unescaped user @ its canonical domain
+    (our own addresses stand for our default domain)."""
     if not uri.is_sip or not uri.user:
         raise SipError(404, "Not Found")
-    return f"{unescape(uri.user)}@{uri.host.lower()}"
+    return f"{unescape(uri.user)}@{domain_of(uri.host)}"
 
 
 def requested_contacts(req: Request, policy: ExpiryPolicy) -> list[Requested] | None:

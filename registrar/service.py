@@ -47,9 +47,11 @@ def http_date(second: int) -> str:
 
 class Registrar:
     def __init__(self, store: LocationStore, auth: Authenticator | None, policy: ExpiryPolicy, max_contacts: int,
-                 instance_id: str, is_local: Callable[[str], bool], clock: Callable[[], float] = time.time) -> None:
+                 instance_id: str, is_local: Callable[[str], bool], domain_of: Callable[[str], str] = str.lower,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.is_local = is_local  # whether a domain is ours: we keep no AoR of anyone else
+        self.domain_of = domain_of
         self.auth = auth
         self.policy = policy
         self.max_contacts = max_contacts
@@ -68,7 +70,9 @@ class Registrar:
             return make_response(req, 500, "Server Internal Error", [("Retry-After", "5")])
 
     async def _register(self, req: Request, source: Source) -> Response:
-        aor = aor_of(req)
+        if not self.is_local(req.to.uri.host):
+            raise SipError(403, "Forbidden (not our domain)")
+        aor = aor_of(req.to.uri, self.domain_of)
         if not self.is_local(aor.partition("@")[2]):
             raise SipError(403, "Forbidden (not our domain)")
         if self.auth is not None:

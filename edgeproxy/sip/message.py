@@ -391,6 +391,9 @@ class Response(Message):
         self.version = version
         self._start = start
 
+    def set_status(self, status: int, reason: str) -> None:
+        self.status, self.reason, self._start = status, reason, None
+
     @classmethod
     def build(cls, status: int, reason: str, headers: Iterable[tuple[str, str]], body: bytes = b"") -> Response:
         keys, lines = build_lines(headers, body)

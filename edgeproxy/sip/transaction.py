@@ -168,17 +168,24 @@ class ClientInvite(ClientTransaction):
 
     def ack_for(self, resp: Response) -> Request:
         """RFC 3261 §17.1.1.3: the hop-by-hop ACK for a non-2xx final response."""
+        return self._same_hop("ACK", resp.get("To") or "")
+
+    def cancel_request(self) -> Request:
+        """RFC 3261 §9.1: the CANCEL for this INVITE (same branch, same hop)."""
+        return self._same_hop("CANCEL", self.request.get("To") or "")
+
+    def _same_hop(self, method: str, to: str) -> Request:
         req = self.request
         headers = [("Via", req.raw_lines("Via")[0].partition(b":")[2].strip().decode())]
         headers += [("Route", r) for r in req.get_lines("Route")]
         headers += [
             ("Max-Forwards", "70"),
             ("From", req.get("From") or ""),
-            ("To", resp.get("To") or ""),
+            ("To", to),
             ("Call-ID", req.call_id),
-            ("CSeq", f"{req.cseq.number} ACK"),
+            ("CSeq", f"{req.cseq.number} {method}"),
         ]
-        return Request.build("ACK", req.uri_text, headers)
+        return Request.build(method, req.uri_text, headers)
 
     def _fire(self, letter: str, now: float) -> list[Action]:
         if letter == "A":

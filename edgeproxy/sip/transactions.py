@@ -18,6 +18,7 @@ from .transaction import (
     ServerInvite,
     ServerNonInvite,
     ServerTransaction,
+    State,
     Terminated,
     Transaction,
 )
@@ -101,15 +102,26 @@ class TransactionLayer:
 
     def send_request(self, req: Request, reliable: bool, now: float, peer: Any = None) -> list[Action]:
         """Start a client transaction (ACK for 2xx is sent without one)."""
+        return self.start_client(req, reliable, now, peer)[1]
+
+    def start_client(self, req: Request, reliable: bool, now: float,
+                     peer: Any = None) -> tuple[ClientTransaction, list[Action]]:
+        """Like send_request, also handing back the transaction (to attach context to)."""
         key = client_key(req)
         if len(self) >= self.max_transactions:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
         txn = (ClientInvite if req.method == "INVITE" else ClientNonInvite)(key, req, reliable, peer)
         self.client[key] = txn
-        return self._track(txn, txn.start(now))
+        return txn, self._track(txn, txn.start(now))
 
     def transport_error(self, txn: Transaction) -> list[Action]:
         return self._track(txn, txn.transport_error())
+
+    def abandon(self, txn: Transaction) -> None:
+        """Drop a transaction its user gave up on (no retransmissions, no actions)."""
+        txn.state = State.TERMINATED
+        txn.timers.clear()
+        self._track(txn, [])
 
     # -- time --------------------------------------------------------------
     @property

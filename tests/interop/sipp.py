@@ -19,12 +19,43 @@ def sipp_binary() -> str:
 
 
 def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
-             timeout: float = 60.0, inf: pathlib.Path | None = None) -> tuple[int, str]:
+             timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None) -> tuple[int, str]:
     """Run `calls` calls at `rate`/s; returns SIPp's exit code (0: all succeeded) and its statistics."""
     args = [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
-            *(["-inf", str(inf)] if inf else []),
+            *(["-inf", str(inf)] if inf else []), *(extra or []),
             "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", "127.0.0.1", "-timeout", f"{int(timeout)}s",
             "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), target]
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,
                           check=False)
     return proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+class SippServer:
+    """A SIPp UAS in the background (a backend), stopped by PID afterwards."""
+
+    def __init__(self, scenario: str, port: int, workdir: pathlib.Path, name: str) -> None:
+        self.port = port
+        self.stats = workdir / f"{name}-stats.csv"
+        self.proc = subprocess.Popen(
+            [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port), "-aa",
+             "-nostdin", "-trace_stat", "-stf", str(self.stats), "-fd", "1", "-timeout", "300s"],
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def successful(self) -> int:
+        """Calls it completed (INVITE…BYE), from its statistics file."""
+        import csv
+
+        if not self.stats.exists():
+            return 0
+        with self.stats.open() as f:
+            rows = list(csv.reader(f, delimiter=";"))
+        return int(dict(zip(rows[0], rows[-1]))["SuccessfulCall(C)"]) if len(rows) > 1 else 0
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

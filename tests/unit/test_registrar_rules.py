@@ -38,9 +38,10 @@ def apply(current: list[Binding], req: Request, max_contacts: int = 10) -> list[
 
 
 def test_aor_is_unescaped_user_at_lowercase_host() -> None:
-    assert aor_of(register([], to="<sip:%61lice@Example.COM>")) == "alice@example.com"
+    assert aor_of(register([], to="<sip:%61lice@Example.COM>").to.uri) == "alice@example.com"
+    assert aor_of(register([], to="<sip:bob@10.0.0.1>").to.uri, lambda h: "example.com") == "bob@example.com"
     with pytest.raises(SipError):
-        aor_of(register([], to="<tel:+15551234>"))
+        aor_of(register([], to="<tel:+15551234>").to.uri)
 
 
 def test_expiry_sources_and_clamping() -> None:

@@ -1,0 +1,119 @@
+"""Backend sets and how one is chosen (Kamailio dispatcher's algorithms), sans-IO."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from edgeproxy.proxy.routing import Hop, hop_for
+from edgeproxy.sip import Request, parse_uri
+from edgeproxy.sip.uri import unescape
+
+log = structlog.get_logger(__name__)
+
+ALGORITHMS = ("round-robin", "weighted", "hash-callid", "hash-from", "least-busy")
+
+
+class Health(enum.Enum):
+    UP = "up"
+    PROBING = "probing"  # failed lately: probed, not given calls, until it answers again
+    DOWN = "down"
+
+
+@dataclass(slots=True)
+class Backend:
+    uri: str
+    weight: int = 1
+    health: Health = Health.UP
+    failures: int = 0  # consecutive failed probes
+    successes: int = 0  # consecutive good probes
+    calls: int = 0  # calls in flight (least-busy)
+    hop: Hop = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hop = hop_for(parse_uri(self.uri))
+
+    @property
+    def usable(self) -> bool:
+        return self.health is Health.UP
+
+
+def _set_health(backend: Backend, health: Health, why: str) -> None:
+    if backend.health is not health:
+        log.warning("backend health", backend=backend.uri, health=health.value, previous=backend.health.value,
+                    reason=why)
+        backend.health = health
+
+
+class BackendSet:
+    """The backends of one set and the algorithm choosing among them.
+
+    Health moves with probes: `down_after` failed probes in a row take a
+    backend out, `up_after` good ones bring it back; a call that times out
+    on a backend puts it to PROBING at once.
+    """
+
+    def __init__(self, backends: Iterable[Backend], algorithm: str = "round-robin", down_after: int = 2,
+                 up_after: int = 1) -> None:
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {algorithm!r}")
+        self.backends = list(backends)
+        self.algorithm = algorithm
+        self.down_after = down_after
+        self.up_after = up_after
+        self._rr = itertools.count()
+        self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
+
+    def __bool__(self) -> bool:
+        return bool(self.backends)
+
+    def select(self, req: Request, exclude: set[str] | frozenset[str] = frozenset()) -> Backend | None:
+        """The backend for this request among the usable ones not yet tried (failover)."""
+        usable = [b for b in self.backends if b.usable and b.uri not in exclude]
+        if not usable:
+            return None
+        algorithm = self.algorithm
+        if algorithm == "round-robin":
+            return usable[next(self._rr) % len(usable)]
+        if algorithm == "weighted":
+            pool = [b for b in self._weighted if b in usable] or usable
+            return pool[next(self._rr) % len(pool)]
+        if algorithm == "least-busy":
+            return min(usable, key=lambda b: (b.calls, self.backends.index(b)))
+        key = req.call_id if algorithm == "hash-callid" else unescape(req.from_.uri.user or "")
+        # hash over all backends, then walk to the next usable: a backend going
+        # down moves only its own share of calls
+        start = zlib.crc32(key.encode("utf-8", "surrogateescape")) % len(self.backends)
+        for i in range(len(self.backends)):
+            candidate = self.backends[(start + i) % len(self.backends)]
+            if candidate in usable:
+                return candidate
+        return None
+
+    def probe_result(self, backend: Backend, ok: bool) -> None:
+        if ok:
+            backend.failures = 0
+            backend.successes += 1
+            if backend.health is not Health.UP and backend.successes >= self.up_after:
+                _set_health(backend, Health.UP, "probe answered")
+        else:
+            backend.successes = 0
+            backend.failures += 1
+            if backend.failures >= self.down_after:
+                _set_health(backend, Health.DOWN, f"{backend.failures} probes unanswered")
+            elif backend.health is Health.UP:
+                _set_health(backend, Health.PROBING, "probe unanswered")
+
+    def call_failed(self, backend: Backend) -> None:
+        """A call timed out on it: no new calls until a probe says it is back."""
+        backend.successes = 0
+        if backend.health is Health.UP:
+            _set_health(backend, Health.PROBING, "call timed out")
+
+    def find(self, uri: str) -> Backend | None:
+        return next((b for b in self.backends if b.uri == uri), None)

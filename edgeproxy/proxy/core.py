@@ -1,0 +1,441 @@
+"""The stateful proxy (RFC 3261 §16): routing policy, branches, responses, CANCEL.
+
+One `ProxyContext` per proxied server transaction holds its branches (one
+client transaction each). Policy, in one sentence: requests from clients
+for our domains go to the dispatcher's backends; requests from trusted
+backends, and requests between our users when no backend is configured,
+go to the callee's registered contacts (forked in parallel); foreign
+domains only for trusted sources (never an open relay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from edgeproxy.dispatcher.backends import Backend, BackendSet
+from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
+from edgeproxy.sip.destinations import response_address
+from edgeproxy.sip.headers import parse_name_addr
+from edgeproxy.sip.transaction import Action, ClientInvite, ClientTransaction, ServerTransaction, State
+from edgeproxy.sip.transactions import TransactionLayer
+from edgeproxy.sip.uri import URI, unescape
+from edgeproxy.sip.validate import decrement_max_forwards, require_extensions
+from edgeproxy.state.location import Binding, LocationStore
+from edgeproxy.state.users import UserStore
+from edgeproxy.transport.base import RELIABLE, Source, Target
+from registrar.bindings import aor_of
+
+from . import routing
+from .routing import Hop
+
+log = structlog.get_logger(__name__)
+
+FAILOVER_STATUSES = frozenset({408, 500, 503})
+HOP_BY_HOP = frozenset({"ACK", "CANCEL"})
+
+
+@dataclass(slots=True)
+class Branch:
+    """One forwarded copy of the request (one client transaction)."""
+
+    ctx: ProxyContext
+    hop: Hop
+    backend: Backend | None = None
+    behind_nat: bool = False  # the callee is behind NAT: alias its Contact in responses
+    txn: ClientTransaction | None = None
+    final: Response | None = None
+    provisional: bool = False
+    cancel_pending: bool = False
+
+
+@dataclass(slots=True)
+class ProxyContext:
+    server: ServerTransaction
+    request: Request  # routed copy: Routes of ours removed, Max-Forwards decremented
+    source: Source
+    branches: list[Branch] = field(default_factory=list)
+    followed_route: bool = False  # a Route of ours was removed: the request follows a recorded route set
+    tried: set[str] = field(default_factory=set)  # backends already tried (failover)
+    answered: bool = False  # a 2xx went upstream
+    cancelled: bool = False
+    done: bool = False  # a final response went upstream
+
+    @property
+    def pending(self) -> list[Branch]:
+        return [b for b in self.branches if b.final is None]
+
+
+class Resolver:
+    """Host names to addresses, cached for a while (RFC 3263 SRV/NAPTR: future work)."""
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._cache: dict[tuple[str, int], tuple[str, float]] = {}
+
+    async def resolve(self, hop: Hop) -> Hop:
+        try:
+            ipaddress.ip_address(hop.host)
+            return hop
+        except ValueError:
+            pass
+        loop = asyncio.get_running_loop()
+        key = (hop.host.lower(), hop.port)
+        cached = self._cache.get(key)
+        if cached is not None and cached[1] > loop.time():
+            return Hop(hop.transport, cached[0], hop.port)
+        try:
+            infos = await loop.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
+        except OSError as err:
+            raise SipError(503, "Service Unavailable (DNS)") from err
+        if not infos:
+            raise SipError(503, "Service Unavailable (DNS)")
+        ip = str(infos[0][4][0])
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (ip, loop.time() + self.ttl)
+        return Hop(hop.transport, ip, hop.port)
+
+
+@dataclass(slots=True)
+class Identity:
+    """How this instance names itself: for Via (its own address, so responses
+    come back here) and for Record-Route (`advertise`, any instance answers)."""
+
+    advertise: str
+    addresses: dict[str, tuple[str, int]]  # transport → (host, port) we listen on
+    is_ours: Callable[[URI], bool]
+
+    def via_host(self, transport: str) -> tuple[str, int]:
+        return self.addresses.get(transport) or next(iter(self.addresses.values()))
+
+    def sent_bys(self) -> set[str]:
+        return {f"{h}:{p}".lower() if ":" not in h else f"[{h}]:{p}" for h, p in self.addresses.values()}
+
+    def record_route_port(self, transport: str) -> int:
+        return self.via_host(transport)[1]
+
+
+class ProxyCore:
+    def __init__(self, transactions: TransactionLayer, run: Callable[[list[Action]], None],
+                 send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
+                 trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
+                 dispatcher: BackendSet | None, branch_timeout: float = 5.0,
+                 domain_of: Callable[[str], str] = str.lower) -> None:
+        self.transactions = transactions
+        self.run = run
+        self.send = send
+        self.now = now
+        self.identity = identity
+        self.trusted = trusted
+        self.location = location
+        self.users = users
+        self.dispatcher = dispatcher
+        self.branch_timeout = branch_timeout
+        self.domain_of = domain_of
+        self.resolver = Resolver()
+        self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
+
+    # -- requests ------------------------------------------------------------------
+    async def route(self, server: ServerTransaction, req: Request) -> None:
+        """Forward a request for which this instance is not the UAS (answers errors itself)."""
+        source: Source = server.peer
+        try:
+            fwd, followed = self._prepared(req)
+            ctx = ProxyContext(server, fwd, source, followed_route=followed)
+            server.context = ctx
+            await self._dispatch(ctx)
+        except SipError as err:
+            if server.state in (State.TRYING, State.PROCEEDING):
+                self._respond(server, make_response(req, err.status, err.reason, err.headers))
+
+    def _prepared(self, req: Request) -> tuple[Request, bool]:
+        """RFC 3261 §16.3 checks and §16.4 Route pre-processing, on a copy."""
+        fwd = req.copy()
+        decrement_max_forwards(fwd)
+        require_extensions(fwd, "Proxy-Require", frozenset())
+        if routing.is_loop(fwd, self.identity.sent_bys(), routing.loop_hash(req)):
+            raise SipError(482, "Loop Detected")
+        return fwd, routing.preprocess_routes(fwd, self.identity.is_ours)
+
+    async def _dispatch(self, ctx: ProxyContext) -> None:
+        req, source = ctx.request, ctx.source
+        followed = ctx.followed_route
+        trusted = self.trusted(source)
+        if req.has("Route"):
+            if not (followed or trusted):
+                raise SipError(403, "Forbidden (Route from outside)")
+            top = parse_name_addr(req.values("Route")[0]).uri
+            await self._forward(ctx, routing.hop_for(top))
+            return
+        alias = routing.take_alias(req)
+        if alias is not None and (followed or trusted):
+            await self._forward(ctx, alias)
+            return
+        if followed and req.to.tag is not None:
+            await self._forward(ctx, routing.hop_for(req.uri))  # in-dialog, along our recorded route
+            return
+        if not self.identity.is_ours(req.uri):
+            if not trusted:
+                raise SipError(403, "Forbidden (not our domain)")
+            await self._forward(ctx, routing.hop_for(req.uri))
+            return
+        if req.uri.user is None:
+            raise SipError(404, "Not Found")
+        if self.dispatcher and not trusted:
+            self._try_backend(ctx)
+            return
+        await self._to_user(ctx)
+
+    async def _to_user(self, ctx: ProxyContext) -> None:
+        """Fork in parallel to every registered contact of the Request-URI's user."""
+        uri = ctx.request.uri
+        bindings = await self.location.lookup(aor_of(uri, self.domain_of))
+        if not bindings and not self.identity.is_ours(uri):
+            raise SipError(404, "Not Found")
+        if not bindings:
+            known = self.users is not None and await self.users.get(unescape(uri.user or "")) is not None
+            raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
+        for binding in bindings:
+            await self._forward(ctx, *self._binding_route(binding))
+
+    @staticmethod
+    def _binding_route(binding: Binding) -> tuple[Hop, str, list[str], bool]:
+        """Hop, Request-URI, Route set, NAT flag for one binding (Path first, then NAT, then Contact)."""
+        if binding.path:
+            return routing.hop_for(parse_name_addr(binding.path[0]).uri), binding.contact, binding.path, False
+        if binding.behind_nat and binding.source:
+            transport, _, rest = binding.source.partition(":")
+            ip, _, port = rest.rpartition(":")
+            return Hop(transport, ip.strip("[]"), int(port)), binding.contact, [], True
+        return routing.hop_for(parse_uri(binding.contact)), binding.contact, [], False
+
+    def _try_backend(self, ctx: ProxyContext) -> bool:
+        """Send to the next usable backend not tried yet; False when none is left."""
+        assert self.dispatcher is not None
+        backend = self.dispatcher.select(ctx.request, ctx.tried)
+        if backend is None:
+            if not ctx.branches:
+                raise SipError(503, "Service Unavailable (no backend)", [("Retry-After", "5")])
+            return False
+        ctx.tried.add(backend.uri)
+        self._start_branch(ctx, backend.hop, None, [], backend=backend)
+        return True
+
+    async def _forward(self, ctx: ProxyContext, hop: Hop, ruri: str | None = None, routes: list[str] | None = None,
+                       behind_nat: bool = False) -> None:
+        hop = await self.resolver.resolve(hop)
+        self._start_branch(ctx, hop, ruri, routes or [], behind_nat=behind_nat)
+
+    def _start_branch(self, ctx: ProxyContext, hop: Hop, ruri: str | None, routes: list[str],
+                      backend: Backend | None = None, behind_nat: bool = False) -> None:
+        req = ctx.request.copy()
+        if ruri is not None:
+            req.uri = ruri
+        for value in reversed(routes):
+            req.insert("Route", value)
+        inbound = ctx.source.transport
+        if routing.needs_record_route(ctx.request):
+            double = inbound != hop.transport
+            if double:
+                req.insert("Record-Route", self._rr(inbound, True))
+            req.insert("Record-Route", self._rr(hop.transport, double))
+            if not self.trusted(ctx.source):
+                self._alias_contact(req, ctx.source)
+        host, port = self.identity.via_host(hop.transport)
+        via_host = f"[{host}]" if ":" in host else host
+        req.insert("Via", f"SIP/2.0/{hop.transport.upper()} {via_host}:{port};branch="
+                          f"{routing.branch(routing.loop_hash(ctx.request))};rport")
+        branch = Branch(ctx, hop, backend, behind_nat)
+        ctx.branches.append(branch)
+        if backend is not None and req.method == "INVITE":
+            backend.calls += 1
+            self.calls[req.call_id] = backend
+        target = Target(hop.transport, (hop.host, hop.port))
+        txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.now(), target)
+        branch.txn = txn
+        txn.context = branch
+        self.run(actions)
+        if backend is not None:
+            asyncio.get_running_loop().call_later(self.branch_timeout, self._silent_backend, branch)
+
+    def _silent_backend(self, branch: Branch) -> None:
+        """Kamailio's fr_timer: a backend that has not answered at all by now is failed over."""
+        if branch.provisional or branch.final is not None or branch.txn is None:
+            return
+        self.transactions.abandon(branch.txn)
+        self.on_timeout(branch.txn)
+
+    def _rr(self, transport: str, double: bool) -> str:
+        return routing.record_route(self.identity.advertise, self.identity.record_route_port(transport), transport,
+                                    double)
+
+    @staticmethod
+    def _alias_contact(msg: Request | Response, source: Source | Hop) -> None:
+        """nathelper add_contact_alias, when the Contact is not where packets come from."""
+        contacts = msg.get_lines("Contact")
+        if not contacts or contacts == ["*"]:
+            return
+        if isinstance(source, Source):
+            transport, (ip, port) = source.transport, source.remote
+        else:
+            transport, ip, port = source.transport, source.host, source.port
+        na = parse_name_addr(msg.values("Contact")[0])
+        uri = na.uri
+        if routing.ALIAS in uri.params or (uri.host.strip("[]") == ip and (uri.port or 5060) == port):
+            return
+        na.uri = parse_uri(routing.add_contact_alias(na.uri_text, transport, ip, port))
+        msg.replace_first_value("Contact", str(na))
+
+    def forward_stateless(self, req: Request, source: Source) -> None:
+        """ACK for a 2xx (end to end, no transaction): along the route set, statelessly."""
+        try:
+            fwd = req.copy()
+            decrement_max_forwards(fwd)
+            followed = routing.preprocess_routes(fwd, self.identity.is_ours)
+            if not (followed or self.trusted(source)):
+                return
+            if fwd.has("Route"):
+                hop = routing.hop_for(parse_name_addr(fwd.values("Route")[0]).uri)
+            else:
+                hop = routing.take_alias(fwd) or routing.hop_for(fwd.uri)
+            try:
+                ipaddress.ip_address(hop.host)
+            except ValueError:
+                return  # names need resolution: ACKs to names are not forwarded statelessly
+            host, port = self.identity.via_host(hop.transport)
+            fwd.insert("Via", f"SIP/2.0/{hop.transport.upper()} {host}:{port};branch={routing.stateless_branch(req)}")
+            self.send(fwd.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
+        except SipError as err:
+            log.debug("ACK not forwarded", reason=err.reason)
+
+    # -- responses -----------------------------------------------------------------
+    def on_response(self, txn: ClientTransaction, resp: Response) -> None:
+        branch = txn.context
+        if not isinstance(branch, Branch):
+            return  # a response to our own request (a CANCEL, a probe): nothing to relay
+        ctx = branch.ctx
+        if resp.status == 100:
+            return
+        resp.pop_first_value("Via")
+        if branch.behind_nat and resp.cseq.method == "INVITE" and resp.status < 300:
+            self._alias_contact(resp, branch.hop)
+        if resp.status < 200:
+            branch.provisional = True
+            if branch.cancel_pending:
+                self._cancel_branch(branch)
+            elif not ctx.done:
+                self._respond(ctx.server, resp)
+            return
+        if resp.status < 300:
+            branch.final = resp
+            ctx.answered = True
+            ctx.done = True
+            self._respond(ctx.server, resp)  # every 2xx goes up (RFC 3261 §16.7 step 5)
+            for other in ctx.pending:
+                self._cancel_branch(other)
+            return
+        self._final(branch, resp)
+
+    def on_timeout(self, txn: ClientTransaction) -> None:
+        branch = txn.context
+        if not isinstance(branch, Branch) or branch.final is not None:
+            return
+        if branch.backend is not None and self.dispatcher is not None:
+            self.dispatcher.call_failed(branch.backend)
+        self._final(branch, make_response(branch.ctx.request, 408, "Request Timeout"))
+
+    def _final(self, branch: Branch, resp: Response) -> None:
+        ctx = branch.ctx
+        branch.final = resp
+        self._release(branch)
+        if ctx.done:
+            return
+        if (branch.backend is not None and resp.status in FAILOVER_STATUSES and not ctx.cancelled
+                and self.dispatcher is not None):
+            log.info("failover", backend=branch.backend.uri, status=resp.status, call_id=ctx.request.call_id)
+            try:
+                if self._try_backend(ctx):
+                    return  # serial failover within the same transaction
+            except SipError:
+                pass
+        if ctx.pending:
+            return
+        ctx.done = True
+        self._respond(ctx.server, self._best(ctx))
+
+    @staticmethod
+    def _best(ctx: ProxyContext) -> Response:
+        """RFC 3261 §16.7 step 6: a 6xx, else the lowest class; 503 becomes 500."""
+        finals = [b.final for b in ctx.branches if b.final is not None]
+        six = [r for r in finals if r.status >= 600]
+        best = six[0] if six else min(finals, key=lambda r: (r.status // 100, r.status))
+        if best.status == 503:
+            best.set_status(500, "Server Internal Error")
+        if best.status in (401, 407):  # step 7: every branch's challenges together
+            name = "WWW-Authenticate" if best.status == 401 else "Proxy-Authenticate"
+            for other in finals:
+                if other is not best and other.status == best.status:
+                    for value in other.get_lines(name):
+                        best.append(name, value)
+        return best
+
+    def _release(self, branch: Branch) -> None:
+        """A failed INVITE branch to a backend is not a call in flight any more."""
+        final = branch.final
+        if branch.backend is not None and branch.ctx.request.method == "INVITE" and final and final.status >= 300:
+            self._call_ended(branch.ctx.request.call_id)
+
+    def _call_ended(self, call_id: str) -> None:
+        backend = self.calls.pop(call_id, None)
+        if backend is not None and backend.calls > 0:
+            backend.calls -= 1
+
+    def observe_request(self, req: Request) -> None:
+        """Bookkeeping for least-busy: a BYE ends the call it belongs to."""
+        if req.method == "BYE":
+            self._call_ended(req.call_id)
+
+    def forward_stray(self, resp: Response) -> None:
+        """A response no transaction claims (a retransmitted 2xx): statelessly, by Via."""
+        vias = resp.vias
+        if len(vias) < 2 or vias[0].sent_by.lower() not in self.identity.sent_bys():
+            return
+        resp.pop_first_value("Via")
+        address = response_address(resp.top_via)
+        if address is not None:
+            self.send(resp.to_bytes(), Target(resp.top_via.transport.lower(), address))
+
+    # -- CANCEL --------------------------------------------------------------------
+    def cancel(self, server: ServerTransaction) -> bool:
+        """Upstream CANCEL for a proxied INVITE: cancel every pending branch."""
+        ctx = server.context
+        if not isinstance(ctx, ProxyContext):
+            return False
+        ctx.cancelled = True
+        for branch in ctx.pending:
+            self._cancel_branch(branch)
+        return True
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        txn = branch.txn
+        if not isinstance(txn, ClientInvite) or branch.final is not None:
+            return
+        if not branch.provisional:
+            branch.cancel_pending = True  # RFC 3261 §9.1: only after a provisional
+            return
+        branch.cancel_pending = False
+        cancel = txn.cancel_request()
+        target = Target(branch.hop.transport, (branch.hop.host, branch.hop.port))
+        try:
+            self.run(self.transactions.send_request(cancel, branch.hop.transport in RELIABLE, self.now(), target))
+        except SipError:
+            log.warning("CANCEL not sent: transaction table full")
+
+    def _respond(self, server: ServerTransaction, resp: Response) -> None:
+        self.run(self.transactions.respond(server, resp, self.now()))

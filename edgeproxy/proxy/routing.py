@@ -1,0 +1,136 @@
+"""Routing decisions of a proxy (RFC 3261 §16), sans-IO.
+
+Route pre-processing, loop detection, where a URI sends a request, the
+Record-Route we write, and nathelper-style Contact aliasing: all pure
+functions over messages, so they are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeproxy.sip import Request
+from edgeproxy.sip.headers import parse_name_addr
+from edgeproxy.sip.ids import random_hex
+from edgeproxy.sip.uri import URI
+
+DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+BRANCH_PREFIX = "z9hG4bKep"
+IsOurs = Callable[[URI], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """Where to send: a transport and an address (host may still be a name)."""
+
+    transport: str
+    host: str
+    port: int
+
+
+def hop_for(uri: URI) -> Hop:
+    """RFC 3263 in its IP-literal form: transport param (sips → TLS), maddr, port."""
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+    if transport not in DEFAULT_PORT:
+        transport = "udp"
+    host = uri.params.get("maddr") or uri.host
+    return Hop(transport, (host or "").strip("[]"), uri.port or DEFAULT_PORT[transport])
+
+
+def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
+    """RFC 3261 §16.4. Returns True if a Route of ours was removed (the request
+    follows a route set we recorded)."""
+    routes = req.values("Route") if req.has("Route") else []
+    removed = False
+    if routes and is_ours(req.uri):
+        # a strict router put our Record-Route value in the Request-URI
+        last = routes[-1]
+        req.uri = parse_name_addr(last).uri_text
+        _drop_last_route(req)
+        removed = True
+    while req.has("Route"):
+        top = parse_name_addr(req.values("Route")[0])
+        if not is_ours(top.uri):
+            break
+        req.pop_first_value("Route")
+        removed = True
+    return removed
+
+
+def _drop_last_route(req: Request) -> None:
+    values = req.values("Route")[:-1]
+    req.remove("Route")
+    for value in values:
+        req.append("Route", value)
+
+
+def loop_hash(req: Request) -> str:
+    """RFC 3261 §16.6 step 8: what must differ for a request seen twice to be a spiral."""
+    parts = [req.uri_text, req.from_.tag or "", req.to.tag or "", req.call_id, str(req.cseq.number),
+             *req.get_lines("Proxy-Require"), *req.get_lines("Proxy-Authorization"), *req.get_lines("Route")]
+    return f"{zlib.crc32('|'.join(parts).encode('utf-8', 'surrogateescape')):08x}"
+
+
+def branch(hash_: str) -> str:
+    """Our branch: magic cookie, our mark, the loop hash, then a unique part."""
+    return f"{BRANCH_PREFIX}{hash_}.{random_hex(6)}"
+
+
+def stateless_branch(req: Request) -> str:
+    """A branch that is the same for every retransmission (RFC 3261 §16.11)."""
+    key = f"{req.top_via.branch}|{req.uri_text}|{req.call_id}|{req.cseq}"
+    return f"{BRANCH_PREFIX}sl{zlib.crc32(key.encode('utf-8', 'surrogateescape')):08x}"
+
+
+def is_loop(req: Request, our_sent_by: set[str], hash_: str) -> bool:
+    """A Via of ours carrying the same loop hash: the request came back unchanged (482)."""
+    for via in req.vias:
+        b = via.branch or ""
+        if via.sent_by.lower() in our_sent_by and b.startswith(BRANCH_PREFIX) and b[len(BRANCH_PREFIX):].split(".")[
+                0] == hash_:
+            return True
+    return False
+
+
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+def needs_record_route(req: Request) -> bool:
+    return req.method in DIALOG_CREATING and req.to.tag is None
+
+
+def record_route(host: str, port: int, transport: str, double: bool) -> str:
+    """One Record-Route value for the given side of the proxy."""
+    port_part = "" if port == DEFAULT_PORT.get(transport) else f":{port}"
+    tparam = "" if transport == "udp" else f";transport={transport}"
+    return f"<sip:{host}{port_part}{tparam};lr{';r2=on' if double else ''}>"
+
+
+ALIAS = "alias"
+
+
+def add_contact_alias(contact_uri: str, transport: str, ip: str, port: int) -> str:
+    """nathelper's add_contact_alias: remember where the UA really is, in its Contact."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{contact_uri};{ALIAS}={host}~{port}~{_PROTO[transport]}"
+
+
+def take_alias(req: Request) -> Hop | None:
+    """nathelper's handle_ruri_alias: strip the alias from the Request-URI and
+    return where it points."""
+    uri = req.uri
+    value = uri.params.get(ALIAS)
+    if not value:
+        return None
+    parts = value.split("~")
+    if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in _PROTO_BY_NUMBER:
+        return None
+    del uri.params[ALIAS]
+    req.uri = uri
+    return Hop(_PROTO_BY_NUMBER[parts[2]], parts[0].strip("[]"), int(parts[1]))
+
+
+_PROTO = {"udp": "1", "tcp": "2", "tls": "3", "ws": "5", "wss": "6"}
+_PROTO_BY_NUMBER = {v: k for k, v in _PROTO.items()}

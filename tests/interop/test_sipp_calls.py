@@ -1,0 +1,73 @@
+"""Calls through the edge to SIPp backends: dispatch, Record-Route, probing, failover."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import re
+import threading
+import time
+
+from tests.helpers import free_port, running_proxy
+from tests.interop.sipp import SippServer, run_sipp
+
+
+def dispatcher_config(ports: list[int], algorithm: str = "round-robin", probe: float = 0.5) -> str:
+    backends = "".join(f'[[dispatcher.backends]]\nuri = "sip:127.0.0.1:{p}"\n' for p in ports)
+    return f'[dispatcher]\nalgorithm = "{algorithm}"\nprobe_interval = {probe}\nbranch_timeout = 1.0\n{backends}'
+
+
+def stamp(line: str) -> float:
+    return datetime.datetime.fromisoformat(line.split('"timestamp": "')[1].split('"')[0]).timestamp()
+
+
+def test_1000_calls_across_two_backends(tmp_path: pathlib.Path) -> None:
+    ports = [free_port(), free_port()]
+    backends = [SippServer("uas_call.xml", p, tmp_path, f"uas{i}") for i, p in enumerate(ports)]
+    try:
+        with running_proxy(dispatcher_config(ports)) as proxy:
+            time.sleep(1.0)  # first probe round
+            code, output = run_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp", calls=1000, rate=200,
+                                    workdir=tmp_path, extra=["-d", "20"])
+            assert code == 0, output  # SIPp exits 0 only when every call succeeded
+            time.sleep(2.5)  # backends write their statistics every second
+            done = [b.successful() for b in backends]
+            assert sum(done) == 1000, done  # every BYE reached the backend of its dialog
+            assert all(400 <= n <= 600 for n in done), done  # round-robin used both
+    finally:
+        for b in backends:
+            b.stop()
+
+
+def test_backend_stopped_mid_run(tmp_path: pathlib.Path) -> None:
+    ports = [free_port(), free_port()]
+    backends = [SippServer("uas_call.xml", p, tmp_path, f"uas{i}") for i, p in enumerate(ports)]
+    try:
+        with running_proxy(dispatcher_config(ports, probe=0.5)) as proxy:
+            time.sleep(1.0)
+            stopped: list[float] = []
+            killer = threading.Timer(3.0, lambda: (stopped.append(time.time()), backends[1].stop()))
+            killer.start()
+            started = time.monotonic()
+            _, output = run_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp", calls=1000, rate=100,
+                                 workdir=tmp_path, extra=["-d", "10"], timeout=120)
+            elapsed = time.monotonic() - started
+            killer.join()
+            successful = int(re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", output).group(1))  # type: ignore[union-attr]
+            failed = int(re.search(r"Failed call\s+\|\s+\d+\s+\|\s+(\d+)", output).group(1))  # type: ignore[union-attr]
+            # only calls already answered by the stopped backend can fail (their BYE has no one to reach)
+            assert successful >= 990 and successful + failed == 1000, output
+            log = proxy.log.read_text().splitlines()
+            marked = [line for line in log if "backend health" in line and f":{ports[1]}" in line]
+            assert marked and ('"probing"' in marked[0] or '"down"' in marked[0]), log[-30:]
+            marked_at = stamp(marked[0])
+            assert 0 <= marked_at - stopped[0] <= 2.0, marked_at - stopped[0]  # probe window: 2 × 0.5 s + slack
+            # a call sent to the dead backend fails over after branch_timeout (1 s): every failover
+            # must concern an INVITE sent before the backend was marked
+            failovers = [stamp(line) for line in log if '"failover"' in line]
+            assert failovers and all(t - 1.0 <= marked_at + 0.2 for t in failovers), (marked_at, failovers)
+            assert len(failovers) <= 150  # at 100 calls/s, only those of the detection window
+            assert elapsed < 60
+    finally:
+        for b in backends:
+            b.stop()
