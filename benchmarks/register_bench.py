@@ -22,7 +22,7 @@ import textwrap
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import (  # noqa: E402
+from benchmarks.harness import (
     RESULTS,
     ROOT,
     Server,
@@ -128,8 +128,8 @@ def main() -> None:
                              bench(server, csv, args.rate, args.registrations, tmp, [redis_proc.pid])))
     base, after = bindings_rss(args.bindings)
     kam = rows[0][1]["us"]
-    lines = [f"REGISTER with digest auth (MD5, qop=auth), {args.registrations} registrations at {args.rate}/s "
-             f"over {args.users} users, SIPp on loopback",
+    lines = [(f"REGISTER with digest auth (MD5, qop=auth), {args.registrations} registrations at {args.rate}/s "
+              f"over {args.users} users, SIPp on loopback"),
              f"{'server':<30} {'ok':>7} {'failed':>6} {'CPU µs/reg':>11} {'vs kamailio':>11}"]
     for name, r in rows:
         lines.append(f"{name:<30} {r['ok']:>7.0f} {r['failed']:>6.0f} {r['us']:>11.1f} {r['us'] / kam:>11.2f}")
@@ -140,7 +140,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"register-{stamp}.txt").write_text(text + "\n")
 
 

@@ -54,7 +54,6 @@ class Phone(threading.Thread):
         keep = [line for line in head.split("\r\n")[1:]
                 if line.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq", "record-route")]
         keep = [line + ";tag=ph" if tag and line.lower().startswith("to:") and "tag=" not in line else line for line in keep]
-        ip, port = self.sock.getsockname()
         # behind NAT, the phone only knows its private address
         return ("\r\n".join([f"SIP/2.0 {status}", *keep, f"Contact: <{self.contact}>", "Content-Length: 0", "", ""])
                 ).encode()
