@@ -11,7 +11,6 @@ domains only for trusted sources (never an open relay).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ class ProxyContext:
     request: Request  # routed copy: Routes of ours removed, Max-Forwards decremented
     source: Source
     branches: list[Branch] = field(default_factory=list)
+    loop_hash: str = ""  # RFC 3261 §16.6 step 8, part of every branch we create
     followed_route: bool = False  # a Route of ours was removed: the request follows a recorded route set
     tried: set[str] = field(default_factory=set)  # backends already tried (failover)
     answered: bool = False  # a 2xx went upstream
@@ -79,11 +79,8 @@ class Resolver:
         self._cache: dict[tuple[str, int], tuple[str, float]] = {}
 
     async def resolve(self, hop: Hop) -> Hop:
-        try:
-            ipaddress.ip_address(hop.host)
+        if routing.is_ip(hop.host):
             return hop
-        except ValueError:
-            pass
         loop = asyncio.get_running_loop()
         key = (hop.host.lower(), hop.port)
         cached = self._cache.get(key)
@@ -139,6 +136,7 @@ class ProxyCore:
         self.branch_timeout = branch_timeout
         self.domain_of = domain_of
         self.resolver = Resolver()
+        self._sent_bys = identity.sent_bys()
         self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
 
     # -- requests ------------------------------------------------------------------
@@ -146,22 +144,24 @@ class ProxyCore:
         """Forward a request for which this instance is not the UAS (answers errors itself)."""
         source: Source = server.peer
         try:
-            fwd, followed = self._prepared(req)
-            ctx = ProxyContext(server, fwd, source, followed_route=followed)
+            fwd, followed, hash_ = self._prepared(req)
+            ctx = ProxyContext(server, fwd, source, loop_hash=hash_, followed_route=followed)
             server.context = ctx
             await self._dispatch(ctx)
         except SipError as err:
             if server.state in (State.TRYING, State.PROCEEDING):
                 self._respond(server, make_response(req, err.status, err.reason, err.headers))
 
-    def _prepared(self, req: Request) -> tuple[Request, bool]:
+    def _prepared(self, req: Request) -> tuple[Request, bool, str]:
         """RFC 3261 §16.3 checks and §16.4 Route pre-processing, on a copy."""
         fwd = req.copy()
         decrement_max_forwards(fwd)
-        require_extensions(fwd, "Proxy-Require", frozenset())
-        if routing.is_loop(fwd, self.identity.sent_bys(), routing.loop_hash(req)):
+        if fwd.has("Proxy-Require"):
+            require_extensions(fwd, "Proxy-Require", frozenset())
+        hash_ = routing.loop_hash(req)
+        if routing.is_loop(fwd, self._sent_bys, hash_):
             raise SipError(482, "Loop Detected")
-        return fwd, routing.preprocess_routes(fwd, self.identity.is_ours)
+        return fwd, routing.preprocess_routes(fwd, self.identity.is_ours), hash_
 
     async def _dispatch(self, ctx: ProxyContext) -> None:
         req, source = ctx.request, ctx.source
@@ -250,7 +250,7 @@ class ProxyCore:
         host, port = self.identity.via_host(hop.transport)
         via_host = f"[{host}]" if ":" in host else host
         req.insert("Via", f"SIP/2.0/{hop.transport.upper()} {via_host}:{port};branch="
-                          f"{routing.branch(routing.loop_hash(ctx.request))};rport")
+                          f"{routing.branch(ctx.loop_hash)};rport")
         branch = Branch(ctx, hop, backend, behind_nat)
         ctx.branches.append(branch)
         if backend is not None and req.method == "INVITE":
@@ -304,9 +304,7 @@ class ProxyCore:
                 hop = routing.hop_for(parse_name_addr(fwd.values("Route")[0]).uri)
             else:
                 hop = routing.take_alias(fwd) or routing.hop_for(fwd.uri)
-            try:
-                ipaddress.ip_address(hop.host)
-            except ValueError:
+            if not routing.is_ip(hop.host):
                 return  # names need resolution: ACKs to names are not forwarded statelessly
             host, port = self.identity.via_host(hop.transport)
             fwd.insert("Via", f"SIP/2.0/{hop.transport.upper()} {host}:{port};branch={routing.stateless_branch(req)}")
@@ -404,7 +402,7 @@ class ProxyCore:
     def forward_stray(self, resp: Response) -> None:
         """A response no transaction claims (a retransmitted 2xx): statelessly, by Via."""
         vias = resp.vias
-        if len(vias) < 2 or vias[0].sent_by.lower() not in self.identity.sent_bys():
+        if len(vias) < 2 or vias[0].sent_by.lower() not in self._sent_bys:
             return
         resp.pop_first_value("Via")
         address = response_address(resp.top_via)

@@ -7,6 +7,8 @@ functions over messages, so they are tested without sockets.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,15 @@ class Hop:
     transport: str
     host: str
     port: int
+
+
+@functools.lru_cache(maxsize=4096)
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def hop_for(uri: URI) -> Hop:
@@ -86,6 +97,8 @@ def stateless_branch(req: Request) -> str:
 
 def is_loop(req: Request, our_sent_by: set[str], hash_: str) -> bool:
     """A Via of ours carrying the same loop hash: the request came back unchanged (482)."""
+    if not any(BRANCH_PREFIX.encode() in line for line in req.raw_lines("Via")):
+        return False  # no Via of ours at all: the common case, decided without parsing
     for via in req.vias:
         b = via.branch or ""
         if via.sent_by.lower() in our_sent_by and b.startswith(BRANCH_PREFIX) and b[len(BRANCH_PREFIX):].split(".")[

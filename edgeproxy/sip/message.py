@@ -368,8 +368,13 @@ class Request(Message):
         return self._start
 
     def copy(self) -> Request:
-        """An independent copy for forking: header lists copied, caches not."""
-        return Request(self.method, self.uri_text, list(self.keys), list(self.lines), self.body, self.version, self._start)
+        """An independent copy for forking: header lists copied; parsed views are
+        shared (they are replaced, never edited in place, once a message is parsed)."""
+        clone = Request(self.method, self.uri_text, list(self.keys), list(self.lines), self.body, self.version,
+                        self._start)
+        clone._via, clone._vias, clone._from, clone._to = self._via, self._vias, self._from, self._to
+        clone._call_id, clone._cseq, clone._max_forwards = self._call_id, self._cseq, self._max_forwards
+        return clone
 
 
 class Response(Message):
