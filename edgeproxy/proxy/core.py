@@ -20,7 +20,7 @@ import structlog
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
-from edgeproxy.sip.headers import parse_name_addr
+from edgeproxy.sip.headers import Via, parse_name_addr
 from edgeproxy.sip.transaction import Action, ClientInvite, ClientTransaction, ServerTransaction, State
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI, unescape
@@ -248,9 +248,8 @@ class ProxyCore:
             if not self.trusted(ctx.source):
                 self._alias_contact(req, ctx.source)
         host, port = self.identity.via_host(hop.transport)
-        via_host = f"[{host}]" if ":" in host else host
-        req.insert("Via", f"SIP/2.0/{hop.transport.upper()} {via_host}:{port};branch="
-                          f"{routing.branch(ctx.loop_hash)};rport")
+        req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
+                         {"branch": routing.branch(ctx.loop_hash), "rport": None}))
         branch = Branch(ctx, hop, backend, behind_nat)
         ctx.branches.append(branch)
         if backend is not None and req.method == "INVITE":

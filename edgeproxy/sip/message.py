@@ -288,6 +288,11 @@ class Message:
         self.lines[at] = header_line(key, ", ".join([value, *rest]))
         self._changed(key)
 
+    def push_via(self, via: Via) -> None:
+        """Add our Via on top; it stays parsed (the transaction key reads it next)."""
+        self.insert("Via", str(via))
+        self._via = via
+
     def set_top_via(self, via: Via) -> None:
         """Rewrite the first Via value from `via`, which stays the parsed top Via."""
         self.replace_first_value("Via", str(via))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import socket
 import time
 
 import pytest
 import redis
 
-from tests.helpers import running_proxy
+from tests.helpers import free_port, options, running_proxy
 from tests.interop.sipp import run_sipp
 
 USERS = 1000
@@ -33,11 +34,22 @@ def test_sipp_registers_1000_users(backend: str, tmp_path: pathlib.Path, request
         redis.Redis.from_url(url).flushdb()
         state = f'[state]\nbackend = "redis"\nredis_url = "{url}"\n'
     config = (f'domains = ["example.com"]\n[registrar]\nusers = "{toml}"\nalgorithms = ["MD5"]\n'
-              f'secret = "sipp-test"\n{state}')
+              f'secret = "sipp-test"\n{state}[security]\ntrusted = ["127.0.0.2/32"]\n')
+    phone_port = free_port()
     with running_proxy(config) as proxy:
         code, output = run_sipp("register_auth.xml", f"127.0.0.1:{proxy.port}", "udp", calls=USERS, rate=250,
-                                workdir=tmp_path, inf=csv)
+                                workdir=tmp_path, inf=csv, extra=["-p", str(phone_port)])
         assert code == 0, output
+        # a backend calls one of them: the INVITE reaches that user's registered contact
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as backend:
+            phone.bind(("127.0.0.1", phone_port))
+            phone.settimeout(5)
+            backend.bind(("127.0.0.2", 0))
+            invite = options("sip:user0500@example.com", sent_by=f"127.0.0.2:{backend.getsockname()[1]}")
+            backend.sendto(invite.replace(b"OPTIONS", b"INVITE"), ("127.0.0.1", proxy.port))
+            first = phone.recv(65535).split(b"\r\n")[0]
+            assert first == f"INVITE sip:user0500@127.0.0.1:{phone_port} SIP/2.0".encode()
         if backend == "redis":
             client = redis.Redis.from_url(url)
             now = time.time()
