@@ -42,12 +42,12 @@ def test_sipp_registers_1000_users(backend: str, tmp_path: pathlib.Path, request
         assert code == 0, output
         # a backend calls one of them: the INVITE reaches that user's registered contact
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone, \
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as backend:
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
             phone.bind(("127.0.0.1", phone_port))
             phone.settimeout(5)
-            backend.bind(("127.0.0.2", 0))
-            invite = options("sip:user0500@example.com", sent_by=f"127.0.0.2:{backend.getsockname()[1]}")
-            backend.sendto(invite.replace(b"OPTIONS", b"INVITE"), ("127.0.0.1", proxy.port))
+            caller.bind(("127.0.0.2", 0))
+            invite = options("sip:user0500@example.com", sent_by=f"127.0.0.2:{caller.getsockname()[1]}")
+            caller.sendto(invite.replace(b"OPTIONS", b"INVITE"), ("127.0.0.1", proxy.port))
             first = phone.recv(65535).split(b"\r\n")[0]
             assert first == f"INVITE sip:user0500@127.0.0.1:{phone_port} SIP/2.0".encode()
         if backend == "redis":
