@@ -20,9 +20,21 @@ import structlog
 from edgeproxy.aio import start_eagerly, start_in_task
 from edgeproxy.config import Config
 from edgeproxy.dispatcher.backends import Backend, BackendSet
+from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.proxy.core import Identity, ProxyCore
-from edgeproxy.sip import Message, Request, Response, SipError, error_response, make_response, parse_message, validate
+from edgeproxy.proxy.routing import is_ip as routing_is_ip
+from edgeproxy.sip import (
+    Message,
+    Request,
+    Response,
+    SipError,
+    error_response,
+    make_response,
+    parse_message,
+    parse_uri,
+    validate,
+)
 from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
 from edgeproxy.sip.transaction import (
     Action,
@@ -119,11 +131,12 @@ class EdgeProxy:
                 host = self.config.advertise.strip("[]")
             addresses.setdefault(spec.transport, (host, port))
         identity = Identity(self.config.advertise.strip("[]"), addresses, self._uri_is_ours)
+        self.resolver = SipResolver(self.config.server.nameservers)
         self.proxy = ProxyCore(self.transactions, self._run, self.transports.send, self.loop.time, identity,
                                self.trusted, self.stores.location,
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.config.dispatcher.branch_timeout,
-                               self.domain_of)
+                               self.domain_of, self.resolver)
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise)
@@ -132,6 +145,7 @@ class EdgeProxy:
     async def _probing(self) -> None:
         assert self.prober is not None
         while True:
+            await self._resolve_backends()
             for probe, req in self.prober.round():
                 hop = probe.backend.hop
                 target = Target(hop.transport, (hop.host, hop.port))
@@ -143,6 +157,18 @@ class EdgeProxy:
                 txn.context = probe
                 self._run(actions)
             await asyncio.sleep(self.config.dispatcher.probe_interval)
+
+    async def _resolve_backends(self) -> None:
+        """Backends named by host name: locate them (RFC 3263, cached for the records' TTL)."""
+        for backend in self.backends.backends:
+            uri = parse_uri(backend.uri)
+            if routing_is_ip(uri.host.strip("[]")):
+                continue
+            hops = await self.resolver.resolve(uri)
+            if hops:
+                backend.hop = hops[0]
+            else:
+                log.warning("backend does not resolve", backend=backend.uri)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new transactions, let open ones finish, then close."""

@@ -129,6 +129,8 @@ class ServerConfig:
     advertise: str = field(default="", metadata=_check(_str))
     domains: list[str] = field(default_factory=list, metadata=_check(_str_list))
     drain_timeout: float = field(default=10.0, metadata=_check(_number(0, 3600)))
+    # DNS servers for RFC 3263 lookups ("IP" or "IP:PORT"); empty: the system's
+    nameservers: list[str] = field(default_factory=list, metadata=_check(_str_list))
 
 
 @dataclass(slots=True)

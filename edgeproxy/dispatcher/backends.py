@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from edgeproxy.proxy.routing import Hop, hop_for
+from edgeproxy.proxy.routing import Hop, hop_for, is_ip
 from edgeproxy.sip import Request, parse_uri
 from edgeproxy.sip.uri import unescape
 
@@ -40,7 +40,8 @@ class Backend:
 
     @property
     def usable(self) -> bool:
-        return self.health is Health.UP
+        """Healthy, and its address known (a name waits for the resolver)."""
+        return self.health is Health.UP and is_ip(self.hop.host)
 
 
 def _set_health(backend: Backend, health: Health, why: str) -> None:

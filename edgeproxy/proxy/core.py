@@ -11,13 +11,13 @@ domains only for trusted sources (never an open relay).
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from edgeproxy.dispatcher.backends import Backend, BackendSet
+from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
 from edgeproxy.sip.headers import Via, parse_name_addr
@@ -71,34 +71,6 @@ class ProxyContext:
         return [b for b in self.branches if b.final is None]
 
 
-class Resolver:
-    """Host names to addresses, cached for a while (RFC 3263 SRV/NAPTR: future work)."""
-
-    def __init__(self, ttl: float = 60.0) -> None:
-        self.ttl = ttl
-        self._cache: dict[tuple[str, int], tuple[str, float]] = {}
-
-    async def resolve(self, hop: Hop) -> Hop:
-        if routing.is_ip(hop.host):
-            return hop
-        loop = asyncio.get_running_loop()
-        key = (hop.host.lower(), hop.port)
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > loop.time():
-            return Hop(hop.transport, cached[0], hop.port)
-        try:
-            infos = await loop.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
-        except OSError as err:
-            raise SipError(503, "Service Unavailable (DNS)") from err
-        if not infos:
-            raise SipError(503, "Service Unavailable (DNS)")
-        ip = str(infos[0][4][0])
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (ip, loop.time() + self.ttl)
-        return Hop(hop.transport, ip, hop.port)
-
-
 @dataclass(slots=True)
 class Identity:
     """How this instance names itself: for Via (its own address, so responses
@@ -123,7 +95,7 @@ class ProxyCore:
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, branch_timeout: float = 5.0,
-                 domain_of: Callable[[str], str] = str.lower) -> None:
+                 domain_of: Callable[[str], str] = str.lower, resolver: SipResolver | None = None) -> None:
         self.transactions = transactions
         self.run = run
         self.send = send
@@ -135,7 +107,7 @@ class ProxyCore:
         self.dispatcher = dispatcher
         self.branch_timeout = branch_timeout
         self.domain_of = domain_of
-        self.resolver = Resolver()
+        self.resolver = resolver or SipResolver()
         self._sent_bys = identity.sent_bys()
         self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
 
@@ -170,20 +142,19 @@ class ProxyCore:
         if req.has("Route"):
             if not (followed or trusted):
                 raise SipError(403, "Forbidden (Route from outside)")
-            top = parse_name_addr(req.values("Route")[0]).uri
-            await self._forward(ctx, routing.hop_for(top))
+            await self._forward(ctx, parse_name_addr(req.values("Route")[0]).uri)
             return
         alias = routing.take_alias(req)
         if alias is not None and (followed or trusted):
             await self._forward(ctx, alias)
             return
         if followed and req.to.tag is not None:
-            await self._forward(ctx, routing.hop_for(req.uri))  # in-dialog, along our recorded route
+            await self._forward(ctx, req.uri)  # in-dialog, along our recorded route
             return
         if not self.identity.is_ours(req.uri):
             if not trusted:
                 raise SipError(403, "Forbidden (not our domain)")
-            await self._forward(ctx, routing.hop_for(req.uri))
+            await self._forward(ctx, req.uri)
             return
         if req.uri.user is None:
             raise SipError(404, "Not Found")
@@ -205,15 +176,15 @@ class ProxyCore:
             await self._forward(ctx, *self._binding_route(binding))
 
     @staticmethod
-    def _binding_route(binding: Binding) -> tuple[Hop, str, list[str], bool]:
-        """Hop, Request-URI, Route set, NAT flag for one binding (Path first, then NAT, then Contact)."""
+    def _binding_route(binding: Binding) -> tuple[Hop | URI, str, list[str], bool]:
+        """Destination, Request-URI, Route set, NAT flag for one binding (Path first, then NAT, then Contact)."""
         if binding.path:
-            return routing.hop_for(parse_name_addr(binding.path[0]).uri), binding.contact, binding.path, False
+            return parse_name_addr(binding.path[0]).uri, binding.contact, binding.path, False
         if binding.behind_nat and binding.source:
             transport, _, rest = binding.source.partition(":")
             ip, _, port = rest.rpartition(":")
             return Hop(transport, ip.strip("[]"), int(port)), binding.contact, [], True
-        return routing.hop_for(parse_uri(binding.contact)), binding.contact, [], False
+        return parse_uri(binding.contact), binding.contact, [], False
 
     def _try_backend(self, ctx: ProxyContext) -> bool:
         """Send to the next usable backend not tried yet; False when none is left."""
@@ -227,10 +198,15 @@ class ProxyCore:
         self._start_branch(ctx, backend.hop, None, [], backend=backend)
         return True
 
-    async def _forward(self, ctx: ProxyContext, hop: Hop, ruri: str | None = None, routes: list[str] | None = None,
-                       behind_nat: bool = False) -> None:
-        hop = await self.resolver.resolve(hop)
-        self._start_branch(ctx, hop, ruri, routes or [], behind_nat=behind_nat)
+    async def _forward(self, ctx: ProxyContext, dest: Hop | URI, ruri: str | None = None,
+                       routes: list[str] | None = None, behind_nat: bool = False) -> None:
+        """One branch toward dest: a known address, or a URI located per RFC 3263."""
+        if isinstance(dest, URI):
+            hops = await self.resolver.resolve(dest)
+            if not hops:
+                raise SipError(478, "Unresolvable Destination")
+            dest = hops[0]
+        self._start_branch(ctx, dest, ruri, routes or [], behind_nat=behind_nat)
 
     def _start_branch(self, ctx: ProxyContext, hop: Hop, ruri: str | None, routes: list[str],
                       backend: Backend | None = None, behind_nat: bool = False) -> None:

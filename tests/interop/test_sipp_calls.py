@@ -71,3 +71,26 @@ def test_backend_stopped_mid_run(tmp_path: pathlib.Path) -> None:
     finally:
         for b in backends:
             b.stop()
+
+
+def test_backend_by_dns_name(tmp_path: pathlib.Path) -> None:
+    """A backend given by name is located per RFC 3263 (NAPTR → SRV → A) before it takes calls."""
+    from tests.dnsserver import DnsServer
+
+    port = free_port()
+    dns = DnsServer({("pbx.test", "NAPTR"): [(10, 10, "S", "SIP+D2U", "", "_sip._udp.pbx.test")],
+                     ("_sip._udp.pbx.test", "SRV"): [(10, 1, port, "node1.pbx.test")],
+                     ("node1.pbx.test", "A"): [("127.0.0.1",)]})
+    backend = SippServer("uas_call.xml", port, tmp_path, "uas")
+    config = (f'nameservers = ["127.0.0.1:{dns.port}"]\n[dispatcher]\nprobe_interval = 0.5\n'
+              '[[dispatcher.backends]]\nuri = "sip:pbx.test"\n')
+    try:
+        with running_proxy(config) as proxy:
+            time.sleep(1.0)
+            code, output = run_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp", calls=20, rate=20,
+                                    workdir=tmp_path, extra=["-d", "10"])
+            assert code == 0, output
+            assert ("pbx.test", "NAPTR") in dns.queries and ("node1.pbx.test", "A") in dns.queries
+    finally:
+        backend.stop()
+        dns.close()
