@@ -43,6 +43,7 @@ from edgeproxy.sip.transaction import (
     Send,
     ServerTransaction,
     State,
+    Terminated,
     Timeout,
     Transaction,
 )
@@ -58,6 +59,7 @@ from registrar.service import Registrar
 
 log = structlog.get_logger(__name__)
 
+TICK = 0.02  # seconds: the resolution of transaction timers (T1 is 0.5 s)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, REFER, INFO, UPDATE, PRACK"
 SUPPORTED = "path, outbound"
 
@@ -84,7 +86,6 @@ class EdgeProxy:
                                 self.transports.send, self._our_udp_address)
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._identities: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
@@ -375,6 +376,8 @@ class EdgeProxy:
                 self._deliver(action)
             elif isinstance(action, Timeout):
                 self._timed_out(action.txn)
+            elif isinstance(action, Terminated):
+                action.txn.context = None  # breaks txn ↔ branch ↔ proxy context cycles: no GC needed
         self._schedule()
 
     def _deliver(self, action: Deliver) -> None:
@@ -414,19 +417,20 @@ class EdgeProxy:
                              on_error=lambda err: self._run(self.transactions.transport_error(txn)))
 
     def _schedule(self) -> None:
-        deadline = self.transactions.deadline
-        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._on_timer)
+        """One coarse tick drives every timer while any transaction is open: no
+        per-transaction loop timers, no rescheduling each time a deadline moves."""
+        if self._timer is None and len(self.transactions):
+            self._timer = self.loop.call_later(TICK, self._on_tick)
 
-    def _on_timer(self) -> None:
+    def _on_tick(self) -> None:
         self._timer = None
-        self._timer_at = None
+        now = self.loop.time()
         try:
-            self._run(self.transactions.expire(self.loop.time()))
+            if self.proxy is not None:
+                self.proxy.expire(now)
+            deadline = self.transactions.deadline
+            if deadline is not None and deadline <= now:
+                self._run(self.transactions.expire(now))
         except Exception:
             log.exception("timer handling failed")
-            self._schedule()
+        self._schedule()

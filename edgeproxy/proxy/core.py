@@ -10,7 +10,7 @@ domains only for trusted sources (never an open relay).
 
 from __future__ import annotations
 
-import asyncio
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -110,6 +110,7 @@ class ProxyCore:
         self.resolver = resolver or SipResolver()
         self._sent_bys = identity.sent_bys()
         self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
+        self._watched: collections.deque[tuple[float, Branch]] = collections.deque()  # backend branches
 
     # -- requests ------------------------------------------------------------------
     async def route(self, server: ServerTransaction, req: Request) -> None:
@@ -237,14 +238,18 @@ class ProxyCore:
         txn.context = branch
         self.run(actions)
         if backend is not None:
-            asyncio.get_running_loop().call_later(self.branch_timeout, self._silent_backend, branch)
+            self._watched.append((self.now() + self.branch_timeout, branch))
 
-    def _silent_backend(self, branch: Branch) -> None:
-        """Kamailio's fr_timer: a backend that has not answered at all by now is failed over."""
-        if branch.provisional or branch.final is not None or branch.txn is None:
-            return
-        self.transactions.abandon(branch.txn)
-        self.on_timeout(branch.txn)
+    def expire(self, now: float) -> None:
+        """Kamailio's fr_timer: a backend that has not answered at all by now is failed over.
+        (Called on the app's timer tick; deadlines are in creation order.)"""
+        watched = self._watched
+        while watched and watched[0][0] <= now:
+            _, branch = watched.popleft()
+            if branch.provisional or branch.final is not None or branch.txn is None or branch.txn.terminated:
+                continue
+            self.transactions.abandon(branch.txn)
+            self.on_timeout(branch.txn)
 
     def _rr(self, transport: str, double: bool) -> str:
         return routing.record_route(self.identity.advertise, self.identity.record_route_port(transport), transport,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Address = tuple[str, int]  # (ip, port); IPv6 without brackets
 
@@ -25,9 +24,9 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a message came from, and so where its answers go."""
+class Source(NamedTuple):
+    """Where a message came from, and so where its answers go (one per datagram: a
+    NamedTuple, the cheapest immutable record to build)."""
 
     transport: str  # udp | tcp | tls | ws | wss
     remote: Address
@@ -39,8 +38,7 @@ class Source:
         return self.transport in RELIABLE
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """Where to send: a transport and an address (and the connection, if known)."""
 
     transport: str
