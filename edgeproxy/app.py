@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import secrets
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -137,7 +138,7 @@ class EdgeProxy:
                                self.trusted, self.stores.location,
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.config.dispatcher.branch_timeout,
-                               self.domain_of, self.resolver)
+                               self.domain_of, self.resolver, self.config.limits.invite_timeout)
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise)
@@ -291,7 +292,11 @@ class EdgeProxy:
         self.respond(txn, resp)
         source: Source = txn.peer
         if resp.status == 200 and source.transport == "udp" and resp.has("Contact"):
-            self.pinger.watch(source.remote)
+            longest = max((int(na.params.get("expires") or 0) for na in resp.contacts), default=0)
+            if longest:
+                self.pinger.watch(source.remote, time.time() + longest)
+            else:
+                self.pinger.unwatch(source.remote)
 
     async def _authenticated(self, txn: ServerTransaction, req: Request) -> None:
         """RFC 3261 §22.3: a proxy challenges with 407 before acting for a client."""

@@ -150,6 +150,8 @@ class LimitsConfig:
     max_connections_per_ip: int = field(default=100, metadata=_check(_number(1, 1_000_000, True)))
     idle_timeout: float = field(default=600.0, metadata=_check(_number(1, 86400)))
     max_transactions: int = field(default=50000, metadata=_check(_number(10, 10_000_000, True)))
+    # Timer C (RFC 3261 §16.6): a forwarded INVITE with no final answer this long is cancelled
+    invite_timeout: float = field(default=180.0, metadata=_check(_number(1, 86400)))
 
 
 @dataclass(slots=True)

@@ -11,6 +11,8 @@ domains only for trusted sources (never an open relay).
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,7 +23,7 @@ from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
 from edgeproxy.sip.headers import Via, parse_name_addr
-from edgeproxy.sip.transaction import Action, ClientInvite, ClientTransaction, ServerTransaction, State
+from edgeproxy.sip.transaction import T1, Action, ClientInvite, ClientTransaction, ServerTransaction, State
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI, unescape
 from edgeproxy.sip.validate import decrement_max_forwards, require_extensions
@@ -51,6 +53,9 @@ class Branch:
     final: Response | None = None
     provisional: bool = False
     cancel_pending: bool = False
+    timer_c: float = 0.0  # when this INVITE branch gives up (RFC 3261 Timer C), reset by provisionals
+    key: int = 0  # its entry among the INVITE branches waiting for a final answer
+    cancelled: bool = False  # Timer C sent it a CANCEL
 
 
 @dataclass(slots=True)
@@ -95,7 +100,8 @@ class ProxyCore:
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, branch_timeout: float = 5.0,
-                 domain_of: Callable[[str], str] = str.lower, resolver: SipResolver | None = None) -> None:
+                 domain_of: Callable[[str], str] = str.lower, resolver: SipResolver | None = None,
+                 invite_timeout: float = 180.0) -> None:
         self.transactions = transactions
         self.run = run
         self.send = send
@@ -111,6 +117,12 @@ class ProxyCore:
         self._sent_bys = identity.sent_bys()
         self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
         self._watched: collections.deque[tuple[float, Branch]] = collections.deque()  # backend branches
+        self.invite_timeout = invite_timeout
+        # Timer C: the heap holds only keys, the dict only branches still waiting for
+        # a final answer, so finished calls are not kept alive for minutes
+        self._timer_c: list[tuple[float, int]] = []
+        self._invites: dict[int, Branch] = {}
+        self._seq = itertools.count(1)
 
     # -- requests ------------------------------------------------------------------
     async def route(self, server: ServerTransaction, req: Request) -> None:
@@ -239,17 +251,53 @@ class ProxyCore:
         self.run(actions)
         if backend is not None:
             self._watched.append((self.now() + self.branch_timeout, branch))
+        if req.method == "INVITE":
+            self._arm_timer_c(branch)
+
+    def _arm_timer_c(self, branch: Branch) -> None:
+        """Start Timer C, or push it later (a provisional): the older heap entry goes stale."""
+        if not branch.key:
+            branch.key = next(self._seq)
+            self._invites[branch.key] = branch
+        branch.timer_c = self.now() + self.invite_timeout
+        heapq.heappush(self._timer_c, (branch.timer_c, branch.key))
 
     def expire(self, now: float) -> None:
-        """Kamailio's fr_timer: a backend that has not answered at all by now is failed over.
-        (Called on the app's timer tick; deadlines are in creation order.)"""
+        """The proxy's own timers, run on the app's timer tick."""
+        self._expire_silent_backends(now)
+        self._expire_timer_c(now)
+
+    def _expire_silent_backends(self, now: float) -> None:
+        """Kamailio's fr_timer: a backend that has not answered at all by now is failed over
+        (deadlines are in creation order: a deque suffices)."""
         watched = self._watched
         while watched and watched[0][0] <= now:
             _, branch = watched.popleft()
             if branch.provisional or branch.final is not None or branch.txn is None or branch.txn.terminated:
                 continue
-            self.transactions.abandon(branch.txn)
-            self.on_timeout(branch.txn)
+            self._give_up(branch)
+
+    def _expire_timer_c(self, now: float) -> None:
+        """RFC 3261 §16.8: a ringing branch is CANCELled; one that never answered, or did
+        not end within 64×T1 of our CANCEL, is over (408)."""
+        heap = self._timer_c
+        while heap and heap[0][0] <= now:
+            when, key = heapq.heappop(heap)
+            branch = self._invites.get(key)
+            if branch is None or branch.final is not None or when != branch.timer_c or branch.txn is None:
+                continue  # answered, or a provisional pushed Timer C later
+            if branch.provisional and not branch.cancelled:
+                self._cancel_branch(branch)
+                branch.cancelled = True
+                branch.timer_c = now + 64 * T1
+                heapq.heappush(heap, (branch.timer_c, key))
+            else:
+                self._give_up(branch)
+
+    def _give_up(self, branch: Branch) -> None:
+        assert branch.txn is not None
+        self.transactions.abandon(branch.txn)
+        self.on_timeout(branch.txn)
 
     def _rr(self, transport: str, double: bool) -> str:
         return routing.record_route(self.identity.advertise, self.identity.record_route_port(transport), transport,
@@ -305,6 +353,8 @@ class ProxyCore:
             self._alias_contact(resp, branch.hop)
         if resp.status < 200:
             branch.provisional = True
+            if resp.cseq.method == "INVITE":
+                self._arm_timer_c(branch)
             if branch.cancel_pending:
                 self._cancel_branch(branch)
             elif not ctx.done:
@@ -312,6 +362,7 @@ class ProxyCore:
             return
         if resp.status < 300:
             branch.final = resp
+            self._invites.pop(branch.key, None)
             ctx.answered = True
             ctx.done = True
             self._respond(ctx.server, resp)  # every 2xx goes up (RFC 3261 §16.7 step 5)
@@ -331,6 +382,7 @@ class ProxyCore:
     def _final(self, branch: Branch, resp: Response) -> None:
         ctx = branch.ctx
         branch.final = resp
+        self._invites.pop(branch.key, None)
         self._release(branch)
         if ctx.done:
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable
 
 from edgeproxy.sip import Request
@@ -27,19 +28,19 @@ class NatPinger:
         self.max_targets = max_targets
         self._send = send
         self._our_address = our_address
-        self._targets: set[Address] = set()
+        self._targets: dict[Address, float] = {}  # address → until (wall clock): its registration's end
         self._task: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
 
-    def watch(self, address: Address) -> bool:
-        """Start pinging a UDP contact; False when the table is full."""
+    def watch(self, address: Address, until: float) -> bool:
+        """Ping a UDP contact until `until` (time.time()); False when the table is full."""
         if self.mode == "off" or (address not in self._targets and len(self._targets) >= self.max_targets):
             return False
-        self._targets.add(address)
+        self._targets[address] = until
         return True
 
     def unwatch(self, address: Address) -> None:
-        self._targets.discard(address)
+        self._targets.pop(address, None)
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -59,8 +60,12 @@ class NatPinger:
             self.ping_all()
 
     def ping_all(self) -> None:
-        for address in list(self._targets):
-            self._send(self._ping(address), Target("udp", address))
+        now = time.time()
+        for address, until in list(self._targets.items()):
+            if until <= now:
+                del self._targets[address]  # its registration ended
+            else:
+                self._send(self._ping(address), Target("udp", address))
 
     def _ping(self, address: Address) -> bytes:
         if self.mode == "crlf":

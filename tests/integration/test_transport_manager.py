@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from edgeproxy.config import Config, KeepaliveConfig, ListenSpec, ServerConfig
 from edgeproxy.transport.base import Source, Target
@@ -86,7 +87,7 @@ async def test_nat_pinger_sends_crlf_or_options() -> None:
     try:
         for mode in ("crlf", "options"):
             pinger = NatPinger(mode, 0.05, 10, manager.send, lambda: ("127.0.0.1", port))
-            assert pinger.watch(client.getsockname())
+            assert pinger.watch(client.getsockname(), time.time() + 60)
             pinger.start()
             data = await asyncio.wait_for(loop.sock_recv(client, 65535), 3)
             pinger.stop()
@@ -95,9 +96,11 @@ async def test_nat_pinger_sends_crlf_or_options() -> None:
             else:
                 assert data.startswith(b"OPTIONS sip:127.0.0.1:") and b"Via: SIP/2.0/UDP 127.0.0.1:" in data
         full = NatPinger("crlf", 1, 2, manager.send, lambda: ("127.0.0.1", port))
-        assert full.watch(("127.0.0.1", 1)) and full.watch(("127.0.0.1", 2))
-        assert not full.watch(("127.0.0.1", 3)) and len(full) == 2  # bounded
-        assert not NatPinger("off", 1, 2, manager.send, lambda: ("127.0.0.1", port)).watch(("127.0.0.1", 1))
+        assert full.watch(("127.0.0.1", 1), time.time() + 60) and full.watch(("127.0.0.1", 2), time.time() - 1)
+        assert not full.watch(("127.0.0.1", 3), time.time() + 60) and len(full) == 2  # bounded
+        full.ping_all()
+        assert len(full) == 1  # the expired registration is no longer pinged
+        assert not NatPinger("off", 1, 2, manager.send, lambda: ("127.0.0.1", port)).watch(("127.0.0.1", 1), 0)
         assert KeepaliveConfig().mode == "off"
     finally:
         client.close()

@@ -1,0 +1,152 @@
+"""Proxy flows on real sockets: forking, CANCEL, double Record-Route."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+
+from tests.helpers import header_values, running_proxy, status_of
+
+CONFIG = 'domains = ["example.com"]\n[registrar]\nauth = false\n[security]\ntrusted = ["127.0.0.2/32"]\n'
+
+
+class UA:
+    """A UDP endpoint speaking just enough SIP for the test."""
+
+    def __init__(self, ip: str, user: str = "alice") -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.settimeout(5)
+        self.ip, self.port = self.sock.getsockname()
+        self.user = user
+
+    @property
+    def contact(self) -> str:
+        return f"sip:{self.user}@{self.ip}:{self.port}"
+
+    def send(self, data: bytes, port: int) -> None:
+        self.sock.sendto(data, ("127.0.0.1", port))
+
+    def recv(self, skip_100: bool = True) -> bytes:
+        while True:
+            data = self.sock.recv(65535)
+            if not (skip_100 and data.startswith(b"SIP/2.0 100")):
+                return data
+
+    def register(self, port: int) -> None:
+        self.send((f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{secrets.token_hex(4)};rport\r\n"
+                   f"From: <sip:{self.user}@example.com>;tag=r\r\nTo: <sip:{self.user}@example.com>\r\nCall-ID: {secrets.token_hex(5)}\r\n"
+                   f"CSeq: 1 REGISTER\r\nContact: <{self.contact}>\r\nExpires: 300\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), port)
+        assert status_of(self.recv()) == 200
+
+    def reply(self, request: bytes, status: str, to_tag: str | None = None) -> None:
+        """Answer a request received from the proxy (back to the proxy: the top Via)."""
+        head = request.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        keep = [h for h in head[1:] if h.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq", "record-route")]
+        if to_tag:
+            keep = [h + f";tag={to_tag}" if h.lower().startswith("to:") and "tag=" not in h else h for h in keep]
+        via = next(h for h in head[1:] if h.lower().startswith("via:"))
+        sent_by = via.split()[2].split(";")[0]
+        host, port = sent_by.rsplit(":", 1)
+        msg = "\r\n".join([f"SIP/2.0 {status}", *keep, f"Contact: <{self.contact}>", "Content-Length: 0", "", ""])
+        self.sock.sendto(msg.encode(), (host, int(port)))
+
+
+def invite(caller: UA, ruri: str, call_id: str, branch: str = "z9hG4bKinv1", method: str = "INVITE",
+           transport: str = "UDP") -> bytes:
+    return (f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/{transport} {caller.ip}:{caller.port};branch={branch};rport\r\n"
+            f"From: <sip:pbx@example.com>;tag=c1\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\n"
+            f"Contact: <sip:pbx@{caller.ip}:{caller.port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def method_of(data: bytes) -> str:
+    return data.split(b" ", 1)[0].decode()
+
+
+def test_parallel_forking_cancels_the_other_branch() -> None:
+    with running_proxy(CONFIG) as proxy:
+        desk, mobile = UA("127.0.0.3"), UA("127.0.0.4")
+        desk.register(proxy.port)
+        mobile.register(proxy.port)
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "fork-1"), proxy.port)
+        inv_desk, inv_mobile = desk.recv(), mobile.recv()
+        assert method_of(inv_desk) == method_of(inv_mobile) == "INVITE"
+        assert header_values(inv_desk, "Record-Route") == header_values(inv_mobile, "Record-Route") != []
+        desk.reply(inv_desk, "180 Ringing", "d1")
+        mobile.reply(inv_mobile, "180 Ringing", "m1")
+        statuses = {status_of(pbx.recv()), status_of(pbx.recv())}
+        assert statuses == {180}
+        desk.reply(inv_desk, "200 OK", "d1")
+        assert status_of(pbx.recv()) == 200
+        cancel = mobile.recv()
+        assert method_of(cancel) == "CANCEL"  # the losing branch is cancelled
+        assert header_values(cancel, "Via")[0] == header_values(inv_mobile, "Via")[0]  # same branch as its INVITE
+        mobile.reply(cancel, "200 OK")
+        mobile.reply(inv_mobile, "487 Request Terminated", "m1")
+        ack = mobile.recv()
+        assert method_of(ack) == "ACK"  # the proxy ACKs the 487 hop by hop
+        pbx.sock.settimeout(1.0)
+        try:
+            extra = pbx.recv()
+            assert status_of(extra) == 200  # at most a 2xx retransmission; never the 487
+        except TimeoutError:
+            pass
+
+
+def test_upstream_cancel_reaches_the_branch() -> None:
+    with running_proxy(CONFIG) as proxy:
+        phone = UA("127.0.0.3")
+        phone.register(proxy.port)
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "cancel-1"), proxy.port)
+        inv = phone.recv()
+        phone.reply(inv, "180 Ringing", "p1")
+        assert status_of(pbx.recv()) == 180
+        pbx.send(invite(pbx, "sip:alice@example.com", "cancel-1", method="CANCEL"), proxy.port)
+        assert status_of(pbx.recv()) == 200  # the proxy answers the CANCEL itself
+        cancel = phone.recv()
+        assert method_of(cancel) == "CANCEL"
+        phone.reply(cancel, "200 OK")
+        phone.reply(inv, "487 Request Terminated", "p1")
+        assert status_of(pbx.recv()) == 487
+
+
+def test_unknown_and_unregistered_users() -> None:
+    with running_proxy(CONFIG) as proxy:
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:ghost@example.com", "nf-1"), proxy.port)
+        assert status_of(pbx.recv()) == 404
+
+
+def test_double_record_route_when_transport_changes() -> None:
+    with running_proxy(CONFIG) as proxy:
+        phone = UA("127.0.0.3")
+        phone.register(proxy.port)
+        with socket.create_connection(("127.0.0.1", proxy.port), source_address=("127.0.0.2", 0)) as tcp:
+            ip, port = tcp.getsockname()
+            tcp.sendall((f"INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP {ip}:{port};branch=z9hG4bKtcp1;rport\r\n"
+                         "From: <sip:pbx@example.com>;tag=c1\r\nTo: <sip:alice@example.com>\r\nCall-ID: rr-1\r\n"
+                         f"CSeq: 1 INVITE\r\nContact: <sip:pbx@{ip}:{port};transport=tcp>\r\nMax-Forwards: 70\r\n"
+                         "Content-Length: 0\r\n\r\n").encode())
+            inv = phone.recv()
+            rrs = header_values(inv, "Record-Route")
+            assert len(rrs) == 2, rrs  # RFC 5658: one per side
+            assert "transport" not in rrs[0] and "r2=on" in rrs[0]  # the UDP side, toward the phone
+            assert "transport=tcp" in rrs[1] and "r2=on" in rrs[1]  # the TCP side, toward the caller
+
+
+def test_timer_c_cancels_a_branch_that_only_rings() -> None:
+    with running_proxy(CONFIG + "[limits]\ninvite_timeout = 1.0\n") as proxy:
+        phone = UA("127.0.0.3")
+        phone.register(proxy.port)
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "timerc-1"), proxy.port)
+        inv = phone.recv()
+        phone.reply(inv, "180 Ringing", "p1")
+        assert status_of(pbx.recv()) == 180
+        cancel = phone.recv()  # about a second later: Timer C
+        assert method_of(cancel) == "CANCEL"
+        phone.reply(cancel, "200 OK")
+        phone.reply(inv, "487 Request Terminated", "p1")
+        assert status_of(pbx.recv()) == 487
