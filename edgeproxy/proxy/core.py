@@ -38,6 +38,8 @@ from .routing import Hop
 log = structlog.get_logger(__name__)
 
 FAILOVER_STATUSES = frozenset({408, 500, 503})
+MAX_CALLS = 1_000_000
+MAX_CALL_AGE = 4 * 3600.0
 HOP_BY_HOP = frozenset({"ACK", "CANCEL"})
 
 
@@ -115,7 +117,9 @@ class ProxyCore:
         self.domain_of = domain_of
         self.resolver = resolver or SipResolver()
         self._sent_bys = identity.sent_bys()
-        self.calls: dict[str, Backend] = {}  # Call-ID → backend of calls in flight (least-busy)
+        # Call-ID → (backend, start) of calls in flight, oldest first (least-busy). A call whose
+        # BYE never crosses us is forgotten after MAX_CALL_AGE; the map never exceeds MAX_CALLS.
+        self.calls: collections.OrderedDict[str, tuple[Backend, float]] = collections.OrderedDict()
         self._watched: collections.deque[tuple[float, Branch]] = collections.deque()  # backend branches
         self.invite_timeout = invite_timeout
         # Timer C: the heap holds only keys, the dict only branches still waiting for
@@ -243,7 +247,9 @@ class ProxyCore:
         ctx.branches.append(branch)
         if backend is not None and req.method == "INVITE":
             backend.calls += 1
-            self.calls[req.call_id] = backend
+            self.calls[req.call_id] = (backend, self.now())
+            if len(self.calls) > MAX_CALLS:
+                self._call_ended(next(iter(self.calls)))
         target = Target(hop.transport, (hop.host, hop.port))
         txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.now(), target)
         branch.txn = txn
@@ -266,6 +272,11 @@ class ProxyCore:
         """The proxy's own timers, run on the app's timer tick."""
         self._expire_silent_backends(now)
         self._expire_timer_c(now)
+        while self.calls:
+            call_id, (_, started) = next(iter(self.calls.items()))
+            if now - started < MAX_CALL_AGE:
+                break
+            self._call_ended(call_id)
 
     def _expire_silent_backends(self, now: float) -> None:
         """Kamailio's fr_timer: a backend that has not answered at all by now is failed over
@@ -422,7 +433,7 @@ class ProxyCore:
             self._call_ended(branch.ctx.request.call_id)
 
     def _call_ended(self, call_id: str) -> None:
-        backend = self.calls.pop(call_id, None)
+        backend = self.calls.pop(call_id, (None, 0.0))[0]
         if backend is not None and backend.calls > 0:
             backend.calls -= 1
 
