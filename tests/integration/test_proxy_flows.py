@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 
 from tests.helpers import header_values, running_proxy, status_of
 
@@ -150,3 +151,28 @@ def test_timer_c_cancels_a_branch_that_only_rings() -> None:
         phone.reply(cancel, "200 OK")
         phone.reply(inv, "487 Request Terminated", "p1")
         assert status_of(pbx.recv()) == 487
+
+
+def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:
+    import signal
+
+    backend = UA("127.0.0.5", "pbx")
+    config = f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\nuri = "sip:127.0.0.5:{backend.port}"\n'
+    with running_proxy(config) as proxy:
+        caller = UA("127.0.0.3", "bob")
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "drain-1"), proxy.port)
+        inv = backend.recv()
+        while method_of(inv) != "INVITE":  # skip a dispatcher probe
+            backend.reply(inv, "200 OK")
+            inv = backend.recv()
+        proxy.proc.send_signal(signal.SIGTERM)  # the call is still ringing
+        deadline = time.monotonic() + 5
+        while b'"draining"' not in proxy.log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the signal is handled asynchronously: wait for the drain to begin
+        backend.reply(inv, "180 Ringing", "b1")
+        assert status_of(caller.recv()) == 180
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "drain-2", branch="z9hG4bKinv2"), proxy.port)
+        assert status_of(caller.recv()) == 503  # no new dialog while draining
+        backend.reply(inv, "200 OK", "b1")
+        assert status_of(caller.recv()) == 200  # the open transaction finished
+        assert proxy.proc.wait(15) == 0
