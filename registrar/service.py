@@ -27,9 +27,11 @@ def _private(host: str) -> bool | None:
 
 
 def behind_nat(req: Request, source: Source) -> bool:
-    """Kamailio nathelper's test: the client's Via or a Contact names an
-    address that is not where the packets come from."""
-    if req.top_via.received is not None:
+    """Whether requests for this binding must go to where the REGISTER came
+    from: always for a connection (TCP/TLS/WS: the client is only reachable
+    through it, its Contact is often a `.invalid` name), else Kamailio
+    nathelper's test: the Via or a Contact names another address."""
+    if source.transport != "udp" or req.top_via.received is not None:
         return True
     src = source.remote[0]
     for na in req.contacts:

@@ -31,7 +31,7 @@ class Binding:
     reg_id: int | None = None
     params: str = ""  # Contact header parameters to echo (feature tags…), expires/q excluded
     source: str = ""  # "udp:203.0.113.5:40000": where the REGISTER came from
-    behind_nat: bool = False  # the Contact did not match the source address
+    behind_nat: bool = False  # reach it at `source`: behind NAT, or only reachable over its connection
     edge: str = ""  # instance id that received it (holds the client's flow)
     user_agent: str = ""
 

@@ -176,3 +176,39 @@ def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:
         backend.reply(inv, "200 OK", "b1")
         assert status_of(caller.recv()) == 200  # the open transaction finished
         assert proxy.proc.wait(15) == 0
+
+
+def test_call_to_a_websocket_client_uses_its_connection() -> None:
+    """A browser registers over WS with a `.invalid` Contact; a backend's call reaches it on that connection."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, TextMessage
+    from wsproto.events import Request as WsRequest
+
+    from tests.helpers import free_port
+
+    port, ws_port = free_port(), free_port()
+    listen = [f"udp:127.0.0.1:{port}", f"ws:127.0.0.1:{ws_port}"]
+    with running_proxy(CONFIG, port=port, listen=listen) as proxy:
+        ws = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", ws_port)) as conn:
+            conn.settimeout(5)
+            conn.sendall(ws.send(WsRequest(host="127.0.0.1", target="/", subprotocols=["sip"])))
+
+            def messages() -> list[str]:
+                ws.receive_data(conn.recv(65535))
+                return [e.data for e in ws.events() if isinstance(e, TextMessage)]
+
+            ws.receive_data(conn.recv(65535))
+            assert any(isinstance(e, AcceptConnection) for e in ws.events())
+            contact = "sip:k3s9f0@df7jal23ls0d.invalid;transport=ws"
+            register = (f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws1\r\n"
+                        "From: <sip:alice@example.com>;tag=w1\r\nTo: <sip:alice@example.com>\r\nCall-ID: ws-reg\r\n"
+                        f"CSeq: 1 REGISTER\r\nContact: <{contact}>;expires=300\r\nMax-Forwards: 70\r\n"
+                        "Content-Length: 0\r\n\r\n")
+            conn.sendall(ws.send(TextMessage(data=register)))
+            assert messages()[0].startswith("SIP/2.0 200")
+            pbx = UA("127.0.0.2", "pbx")
+            pbx.send(invite(pbx, "sip:alice@example.com", "ws-call"), proxy.port)
+            got = messages()
+            assert got and got[0].startswith(f"INVITE {contact} SIP/2.0"), got
+            assert "Via: SIP/2.0/WS 127.0.0.1:" in got[0]
