@@ -43,12 +43,13 @@ def stamp_received(req: Request, source_ip: str, source_port: int) -> None:
     """RFC 3261 §18.2.1 and RFC 3581: record on the top Via where the request
     really came from, so responses find their way back through NAT."""
     via = req.top_via
-    changed = False
-    if via.host.strip("[]") != source_ip:
-        via.params["received"] = f"[{source_ip}]" if ":" in source_ip else source_ip
-        changed = True
-    if via.has_rport and via.rport is None:
-        via.params["rport"] = str(source_port)
-        changed = True
-    if changed:
+    received = None if via.host.strip("[]") == source_ip else (f"[{source_ip}]" if ":" in source_ip else source_ip)
+    rport = str(source_port) if via.has_rport and via.rport is None else None
+    if received is None and rport is None:
+        return
+    if received is not None:
+        via.params["received"] = received
+    if rport is not None:
+        via.params["rport"] = rport
+    if not req.patch_top_via_line(rport, received):
         req.set_top_via(via)

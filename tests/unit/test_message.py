@@ -170,3 +170,29 @@ def test_request_errors_carry_status_and_message(data: bytes, status: int | None
 def test_lf_only_line_endings_are_accepted() -> None:
     req = parse_request(REGISTER.replace(b"\r\n", b"\n"))
     assert req.method == "REGISTER" and req.expires == 60
+
+
+@pytest.mark.parametrize(
+    "via,expected",
+    [
+        (b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport",
+         b"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx;rport=40000;received=192.0.2.9"),
+        (b"SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKx",
+         b"SIP/2.0/UDP 10.0.0.1:5060;rport=40000;branch=z9hG4bKx;received=192.0.2.9"),
+        (b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx", b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx;received=192.0.2.9"),
+        (b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx;rport, SIP/2.0/UDP h2;branch=b2",
+         b"SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKx;rport=40000;received=192.0.2.9, SIP/2.0/UDP h2;branch=b2"),
+        (b"SIP/2.0/UDP 192.0.2.9:5060;rport=5000;branch=z9hG4bKx", b"SIP/2.0/UDP 192.0.2.9:5060;rport=5000;branch=z9hG4bKx"),
+        (b"SIP/2.0/UDP 192.0.2.9:5060;RPORT;branch=z9hG4bKx",
+         b"SIP/2.0/UDP 192.0.2.9:5060;rport=40000;branch=z9hG4bKx"),
+    ],
+)
+def test_received_and_rport_stamping(via: bytes, expected: bytes) -> None:
+    """RFC 3261 §18.2.1 / RFC 3581 on the top Via, whatever its spelling."""
+    from edgeproxy.sip.destinations import stamp_received
+
+    req = parse_request(b"OPTIONS sip:a@b SIP/2.0\r\nVia: " + via + b"\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\n"
+                        b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    stamp_received(req, "192.0.2.9", 40000)
+    assert req.raw_lines("Via")[0] == b"Via: " + expected
+    assert parse_request(req.to_bytes()).top_via.params == req.top_via.params
