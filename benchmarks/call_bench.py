@@ -13,7 +13,6 @@ the SIPp run and divided by the successful calls.
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
 import subprocess
 import sys
@@ -23,14 +22,13 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (
-    RESULTS,
     SCENARIOS,
     Server,
     edgeproxy,
     free_port,
     kamailio,
-    machine,
     measure,
+    report,
     run_sipp,
 )
 
@@ -92,12 +90,7 @@ def main() -> None:
              f"{'proxy':<36} {'ok':>7} {'failed':>6} {'CPU µs/call':>12} {'vs kamailio':>11}"]
     for name, r in rows:
         lines.append(f"{name:<36} {r['ok']:>7.0f} {r['failed']:>6.0f} {r['us']:>12.1f} {r['us'] / kam:>11.2f}")
-    lines.append(f"machine: {machine()}")
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"calls-{stamp}.txt").write_text(text + "\n")
+    report(lines, "calls")
 
 
 if __name__ == "__main__":

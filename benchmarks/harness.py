@@ -9,6 +9,7 @@ operations SIPp counted as successful.
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 import pathlib
 import platform
@@ -145,9 +146,15 @@ def edgeproxy(config: str, workdir: pathlib.Path, name: str = "edgeproxy") -> It
     cfg = workdir / f"{name}.toml"
     log = workdir / f"{name}.log"
     cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "warning"\n')
+    with _serving([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)], name, port, log) as server:
+        yield server
+
+
+@contextmanager
+def _serving(argv: list[str], name: str, port: int, log: pathlib.Path) -> Iterator[Server]:
+    """Start a server process, wait until it answers SIP on port, SIGTERM it afterwards (by PID)."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_udp(port, proc, log)
         yield Server(name, proc, port)
@@ -183,19 +190,10 @@ mpath="{KAMAILIO_MODULES}"
 {modparams}
 {route_script}
 """)
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "-f", str(cfg), "-D", "-E", "-P", str(workdir / f"{name}.pid"),
-                                 "-w", str(workdir), "-m", "256", "-M", "32"], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_udp(port, proc, log)
-        yield Server(name, proc, port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    argv = [binary, "-f", str(cfg), "-D", "-E", "-P", str(workdir / f"{name}.pid"), "-w", str(workdir),
+            "-m", "256", "-M", "32"]
+    with _serving(argv, name, port, log) as server:
+        yield server
 
 
 @contextmanager
@@ -239,3 +237,22 @@ def measure(server: Server, run: callable) -> tuple[SippResult, float]:  # type:
     result = run()
     after = cpu_seconds(server.pids())
     return result, after - before
+
+
+def report(lines: list[str], name: str) -> None:
+    """Print a result table with the machine's description and keep it under benchmarks/results/."""
+    text = "\n".join([*lines, f"machine: {machine()}"])
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    (RESULTS / f"{name}-{stamp}.txt").write_text(text + "\n")
+
+
+def sipp_users(workdir: pathlib.Path, count: int) -> tuple[pathlib.Path, pathlib.Path]:
+    """The same users twice: a SIPp injection file (user; [authentication …]) and an edgeproxy users file."""
+    csv_file = workdir / "users.csv"
+    toml = workdir / "users.toml"
+    csv_file.write_text("SEQUENTIAL\n" + "".join(
+        f"user{i:04d};[authentication username=user{i:04d} password=pw{i:04d}x]\n" for i in range(count)))
+    toml.write_text("[users]\n" + "".join(f'user{i:04d} = {{ password = "pw{i:04d}x" }}\n' for i in range(count)))
+    return csv_file, toml

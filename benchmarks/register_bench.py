@@ -13,7 +13,6 @@ store. Prints one table and saves it under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import datetime
 import pathlib
 import subprocess
 import sys
@@ -23,16 +22,16 @@ import textwrap
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (
-    RESULTS,
     ROOT,
     Server,
     cpu_seconds,
     edgeproxy,
     kamailio,
-    machine,
     measure,
     redis_server,
+    report,
     run_sipp,
+    sipp_users,
 )
 
 KAMAILIO_ROUTE = """
@@ -54,15 +53,6 @@ request_route {
 """
 KAMAILIO_MODULES = ["tm", "sl", "pv", "maxfwd", "textops", "siputils", "usrloc", "registrar", "auth", "kex", "corex"]
 KAMAILIO_PARAMS = 'modparam("usrloc", "db_mode", 0)\nmodparam("auth", "secret", "bench-secret")\n'
-
-
-def write_users(tmp: pathlib.Path, users: int) -> tuple[pathlib.Path, pathlib.Path]:
-    csv = tmp / "users.csv"
-    toml = tmp / "users.toml"
-    csv.write_text("SEQUENTIAL\n" + "".join(
-        f"user{i:04d};[authentication username=user{i:04d} password=pw{i:04d}x]\n" for i in range(users)))
-    toml.write_text("[users]\n" + "".join(f'user{i:04d} = {{ password = "pw{i:04d}x" }}\n' for i in range(users)))
-    return csv, toml
 
 
 def bench(server: Server, csv: pathlib.Path, rate: int, count: int, tmp: pathlib.Path,
@@ -115,7 +105,7 @@ def main() -> None:
     rows: list[tuple[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = pathlib.Path(tmpdir)
-        csv, toml = write_users(tmp, args.users)
+        csv, toml = sipp_users(tmp, args.users)
         common = f'domains = ["example.com"]\n[registrar]\nusers = "{toml}"\nalgorithms = ["MD5"]\nsecret = "b"\n'
         with kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, KAMAILIO_PARAMS, tmp) as server:
             rows.append(("kamailio (usrloc in memory)", bench(server, csv, args.rate, args.registrations, tmp)))
@@ -136,12 +126,7 @@ def main() -> None:
     redis_us = rows[2][1]["extra_us"]
     lines.append(f"(redis-server itself: {redis_us:.1f} µs/reg more, not counted above)")
     lines.append(f"memory store, {args.bindings:,} bindings: RSS {after:.1f} MB (process before: {base:.1f} MB)")
-    lines.append(f"machine: {machine()}")
-    text = "\n".join(lines)
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"register-{stamp}.txt").write_text(text + "\n")
+    report(lines, "register")
 
 
 if __name__ == "__main__":

@@ -10,24 +10,16 @@ import time
 import pytest
 import redis
 
+from benchmarks.harness import sipp_users
 from tests.helpers import free_port, options, running_proxy
 from tests.interop.sipp import run_sipp
 
 USERS = 1000
 
 
-def write_users(tmp: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    csv = tmp / "users.csv"
-    toml = tmp / "users.toml"
-    csv.write_text("SEQUENTIAL\n" + "".join(
-        f"user{i:04d};[authentication username=user{i:04d} password=pw{i:04d}x]\n" for i in range(USERS)))
-    toml.write_text("[users]\n" + "".join(f'user{i:04d} = {{ password = "pw{i:04d}x" }}\n' for i in range(USERS)))
-    return csv, toml
-
-
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_sipp_registers_1000_users(backend: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
-    csv, toml = write_users(tmp_path)
+    csv, toml = sipp_users(tmp_path, USERS)
     state = ""
     if backend == "redis":
         url = request.getfixturevalue("redis_server")
