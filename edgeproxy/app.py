@@ -120,7 +120,7 @@ class EdgeProxy:
             return None
         policy = ExpiryPolicy(reg.min_expires, reg.max_expires, reg.default_expires)
         return Registrar(self.stores.location, self.auth, policy, reg.max_contacts, self.config.server.instance_id,
-                         self._ours, self.domain_of)
+                         self.local_domain, self.domain_of)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -138,7 +138,8 @@ class EdgeProxy:
                                self.trusted, self.stores.location,
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.config.dispatcher.branch_timeout,
-                               self.domain_of, self.resolver, self.config.limits.invite_timeout)
+                               self.domain_of, self.resolver, self.config.limits.invite_timeout,
+                               self.local_domain)
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise)
@@ -224,6 +225,14 @@ class EdgeProxy:
 
     def _receive(self, data: bytes, source: Source) -> None:
         msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
+        try:
+            self._handle(msg, source)
+        except SipError as err:
+            if err.message is None:
+                err.message = msg  # whatever failed, the request itself is answerable
+            raise
+
+    def _handle(self, msg: Request | Response, source: Source) -> None:
         now = self.loop.time()
         if isinstance(msg, Response):
             validate(msg)
@@ -268,7 +277,7 @@ class EdgeProxy:
         if req.method == "CANCEL":
             self._cancel(txn, req)
         elif req.method == "REGISTER" and self.registrar is not None and not req.has("Route"):
-            if not self._ours(req.uri.host):
+            if not self.local_domain(req.uri.host):
                 self.respond(txn, make_response(req, 403, "Forbidden (not our domain)"))
             else:
                 self._spawn(txn, self._register(txn, req))
@@ -335,15 +344,26 @@ class EdgeProxy:
         return known
 
     def domain_of(self, host: str) -> str:
-        """The domain an AoR lives in: one of ours as written, or, for our own
-        addresses, the default domain (Kamailio's use_domain=0 for one domain)."""
+        """The domain an AoR lives in: one of ours as written; for our own
+        addresses, the default domain. With no `server.domains`, every AoR is in
+        the realm (single-domain mode, Kamailio's use_domain=0)."""
         host = host.lower().strip("[]")
         domains = [d.lower() for d in self.config.server.domains]
-        if host in domains or not domains or host not in self._identities:
+        if not domains:
+            return self.config.realm.lower()
+        if host in domains or host not in self._identities:
             return host
         return domains[0]
 
+    def local_domain(self, host: str) -> bool:
+        """A domain we are authoritative for (registrar, calls to users). With no
+        `server.domains` configured, any: a standalone registrar serves whatever
+        domain its phones use, and untrusted requests still only ever reach
+        registered contacts or backends (never a foreign host)."""
+        return not self.config.server.domains or self._ours(host)
+
     def _ours(self, host: str) -> bool:
+        """One of our addresses or configured domains."""
         return host.lower().strip("[]") in self._identities
 
     def _addressed_to_us(self, req: Request) -> bool:

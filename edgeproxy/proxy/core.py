@@ -103,7 +103,7 @@ class ProxyCore:
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, branch_timeout: float = 5.0,
                  domain_of: Callable[[str], str] = str.lower, resolver: SipResolver | None = None,
-                 invite_timeout: float = 180.0) -> None:
+                 invite_timeout: float = 180.0, local_domain: Callable[[str], bool] | None = None) -> None:
         self.transactions = transactions
         self.run = run
         self.send = send
@@ -115,6 +115,8 @@ class ProxyCore:
         self.dispatcher = dispatcher
         self.branch_timeout = branch_timeout
         self.domain_of = domain_of
+        # a domain whose users we route to (ours by address when not given)
+        self.local_domain = local_domain or (lambda host: identity.is_ours(parse_uri(f"sip:{host}")))
         self.resolver = resolver or SipResolver()
         self._sent_bys = identity.sent_bys()
         # Call-ID → (backend, start) of calls in flight, oldest first (least-busy). A call whose
@@ -168,7 +170,7 @@ class ProxyCore:
         if followed and req.to.tag is not None:
             await self._forward(ctx, req.uri)  # in-dialog, along our recorded route
             return
-        if not self.identity.is_ours(req.uri):
+        if not (self.identity.is_ours(req.uri) or self.local_domain(req.uri.host)):
             if not trusted:
                 raise SipError(403, "Forbidden (not our domain)")
             await self._forward(ctx, req.uri)
@@ -184,8 +186,6 @@ class ProxyCore:
         """Fork in parallel to every registered contact of the Request-URI's user."""
         uri = ctx.request.uri
         bindings = await self.location.lookup(aor_of(uri, self.domain_of))
-        if not bindings and not self.identity.is_ours(uri):
-            raise SipError(404, "Not Found")
         if not bindings:
             known = self.users is not None and await self.users.get(unescape(uri.user or "")) is not None
             raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
