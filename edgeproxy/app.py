@@ -50,19 +50,21 @@ from edgeproxy.sip.transaction import (
 )
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
+from edgeproxy.sip.validate import require_extensions
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
 from registrar.auth import Authenticator
-from registrar.bindings import ExpiryPolicy
+from registrar.bindings import ExpiryPolicy, aor_of
 from registrar.service import Registrar
 
 log = structlog.get_logger(__name__)
 
 TICK = 0.02  # seconds: the resolution of transaction timers (T1 is 0.5 s)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, REFER, INFO, UPDATE, PRACK"
-SUPPORTED = "path, outbound"
+SUPPORTED_TAGS = frozenset({"path", "outbound"})
+SUPPORTED = ", ".join(sorted(SUPPORTED_TAGS))
 
 
 def response_target(source: Source, req: Request) -> Target | None:
@@ -281,14 +283,27 @@ class EdgeProxy:
                 self.respond(txn, make_response(req, 403, "Forbidden (not our domain)"))
             else:
                 self._spawn(txn, self._register(txn, req))
-        elif req.method == "OPTIONS" and self._addressed_to_us(req) and not req.has("Route"):
-            self.respond(txn, make_response(req, 200, headers=[
-                ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]))
+        elif req.method == "OPTIONS" and not req.has("Route") and self._uri_is_ours(req.uri):
+            self._spawn(txn, self._options(txn, req))
         elif (req.method in self.config.registrar.challenge_methods and self.auth and req.to.tag is None
               and not self.trusted(txn.peer)):
             self._spawn(txn, self._authenticated(txn, req))
         else:
             self._proxy(txn, req)
+
+    async def _options(self, txn: ServerTransaction, req: Request) -> None:
+        """OPTIONS to us (a SIP ping, whatever the user part), unless it names a
+        registered user: then it is theirs to answer."""
+        if req.uri.user is not None and await self.stores.location.lookup(aor_of(req.uri, self.domain_of)):
+            self._proxy(txn, req)
+            return
+        try:
+            require_extensions(req, "Require", SUPPORTED_TAGS)  # as the UAS, Require is ours to honour
+        except SipError as err:
+            self.respond(txn, make_response(req, err.status, err.reason, err.headers))
+            return
+        self.respond(txn, make_response(req, 200, headers=[
+            ("Allow", ALLOW), ("Accept", "application/sdp"), ("Supported", SUPPORTED)]))
 
     def _proxy(self, txn: ServerTransaction, req: Request) -> None:
         assert self.proxy is not None
@@ -365,10 +380,6 @@ class EdgeProxy:
     def _ours(self, host: str) -> bool:
         """One of our addresses or configured domains."""
         return host.lower().strip("[]") in self._identities
-
-    def _addressed_to_us(self, req: Request) -> bool:
-        uri = req.uri
-        return uri.is_sip and uri.user is None and self._ours(uri.host)
 
     def _uri_is_ours(self, uri: URI) -> bool:
         """Our domain, or one of our addresses (on a port we listen on, when one is given)."""

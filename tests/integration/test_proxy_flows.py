@@ -212,3 +212,19 @@ def test_call_to_a_websocket_client_uses_its_connection() -> None:
             got = messages()
             assert got and got[0].startswith(f"INVITE {contact} SIP/2.0"), got
             assert "Via: SIP/2.0/WS 127.0.0.1:" in got[0]
+
+
+def test_options_to_our_address() -> None:
+    """A SIP ping to the proxy's address is answered by it, whatever the user part,
+    unless that user is registered; Require is honoured (420)."""
+    from tests.helpers import options
+
+    with running_proxy(CONFIG) as proxy:
+        assert status_of(proxy.udp(options(f"sip:service@127.0.0.1:{proxy.port}"))) == 200
+        refused = proxy.udp(options(f"sip:127.0.0.1:{proxy.port}", extra="Require: foo, path\r\n"))
+        assert status_of(refused) == 420 and header_values(refused, "Unsupported") == ["foo"]
+        phone = UA("127.0.0.3")
+        phone.register(proxy.port)
+        caller = UA("127.0.0.6", "bob")
+        caller.send(options(f"sip:alice@127.0.0.1:{proxy.port}", sent_by=f"{caller.ip}:{caller.port}"), proxy.port)
+        assert method_of(phone.recv()) == "OPTIONS"  # a registered user's OPTIONS is theirs
