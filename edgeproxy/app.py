@@ -382,12 +382,16 @@ class EdgeProxy:
         return host.lower().strip("[]") in self._identities
 
     def _uri_is_ours(self, uri: URI) -> bool:
-        """Our domain, or one of our addresses (on a port we listen on, when one is given)."""
+        """One of our names (domains, advertise), or one of our IP addresses on a port we
+        listen on; an IP without port means the transport's default port (RFC 3263), so
+        `sip:127.0.0.1` is not us when we are on 5070 and an Asterisk is on 5060."""
         if not uri.is_sip or not self._ours(uri.host):
             return False
-        if uri.port is None or uri.host.lower() in (d.lower() for d in self.config.server.domains):
+        if not routing_is_ip(uri.host.strip("[]")):
             return True
-        return any(port == uri.port for _, (_, port) in self.transports.bound)
+        tls = uri.scheme == "sips" or uri.transport in ("tls", "wss")
+        port = uri.port or (5061 if tls else 5060)
+        return any(p == port for _, (_, p) in self.transports.bound)
 
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)

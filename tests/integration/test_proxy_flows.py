@@ -228,3 +228,24 @@ def test_options_to_our_address() -> None:
         caller = UA("127.0.0.6", "bob")
         caller.send(options(f"sip:alice@127.0.0.1:{proxy.port}", sent_by=f"{caller.ip}:{caller.port}"), proxy.port)
         assert method_of(phone.recv()) == "OPTIONS"  # a registered user's OPTIONS is theirs
+
+
+def test_route_to_our_ip_on_another_port_is_not_ours() -> None:
+    """`sip:127.0.0.1;lr` means 127.0.0.1:5060 (an Asterisk on the same host), not us on another port."""
+    import pytest
+
+    asterisk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        asterisk.bind(("127.0.0.1", 5060))
+    except OSError:
+        pytest.skip("port 5060 is taken on this machine")
+    asterisk.settimeout(5)
+    with running_proxy(CONFIG) as proxy:
+        assert proxy.port != 5060
+        pbx = UA("127.0.0.2", "pbx")
+        msg = invite(pbx, "sip:alice@10.9.9.9", "route-1", method="MESSAGE").replace(
+            b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nRoute: <sip:127.0.0.1;lr>\r\n")
+        pbx.send(msg, proxy.port)
+        got = asterisk.recv(65535)
+        assert got.startswith(b"MESSAGE sip:alice@10.9.9.9 SIP/2.0") and b"Route: <sip:127.0.0.1;lr>" in got
+    asterisk.close()
