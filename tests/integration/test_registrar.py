@@ -193,3 +193,17 @@ def test_proxy_challenges_configured_methods(registrar: Proxy) -> None:
 def test_register_for_foreign_domain_is_refused(registrar: Proxy) -> None:
     phone = Phone(registrar)
     assert status_of(phone.request(uri="sip:elsewhere.org")) == 403
+
+
+def test_redis_down_gets_a_clear_answer(tmp_path: pathlib.Path) -> None:
+    """With the store unreachable, an authenticated REGISTER gets 500 + Retry-After, and the proxy keeps serving."""
+    from tests.helpers import free_port, options
+
+    dead = free_port()  # nothing listens there
+    config = (f'domains = ["example.com"]\n[registrar]\nusers = "{users_file(tmp_path, "example.com")}"\n'
+              f'secret = "{SECRET}"\n[state]\nbackend = "redis"\nredis_url = "redis://127.0.0.1:{dead}/0"\n')
+    with running_proxy(config) as proxy:
+        phone = Phone(proxy)
+        reply = phone.register()
+        assert status_of(reply) == 500 and header_values(reply, "Retry-After")
+        assert status_of(proxy.udp(options(proxy.uri))) == 200
