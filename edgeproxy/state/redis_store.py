@@ -20,6 +20,7 @@ import json
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ return 0
 """
 
 CAS_ATTEMPTS = 8
+WRITTEN_CACHE = 50_000
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -80,6 +82,10 @@ class RedisLocationStore:
         self.clock = clock
         self._cas = client.register_script(_CAS)
         self._locks: dict[str, list[Any]] = {}  # key → [lock, waiters]; empty when idle
+        # What this instance last wrote per key: a refresh tries the compare-and-set
+        # on it directly (one round trip instead of two); if another instance wrote
+        # since, the CAS fails and the loop reads the key as usual.
+        self._written: OrderedDict[str, str] = OrderedDict()
 
     def key(self, aor: str) -> str:
         return f"{self.prefix}loc:{{{aor}}}"
@@ -108,14 +114,23 @@ class RedisLocationStore:
                 del self._locks[key]
 
     async def _update(self, key: str, change: Change) -> list[Binding]:
+        guess = self._written.pop(key, None)
         try:
             for attempt in range(CAS_ATTEMPTS):
-                old = _text(await self.client.get(key))
+                old = guess if guess is not None else _text(await self.client.get(key))
                 now = self.clock()
                 new = live(change(live(_decode(old), now)), now)
                 ttl_ms = math.ceil((max(b.expires_at for b in new) - now) * 1000) + 1000 if new else 0
-                if await self._cas(keys=[key], args=[old, _encode(new), ttl_ms]):
+                encoded = _encode(new)
+                if await self._cas(keys=[key], args=[old, encoded, ttl_ms]):
+                    if encoded:
+                        self._written[key] = encoded
+                        if len(self._written) > WRITTEN_CACHE:
+                            self._written.popitem(last=False)
                     return by_q(new)
+                if guess is not None:
+                    guess = None  # someone else wrote it: read it, no backoff needed yet
+                    continue
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
         except RedisError as err:
             raise StoreError(f"redis: {err}") from err

@@ -155,3 +155,15 @@ async def test_two_instances_writing_one_aor_lose_nothing(redis_server: str, clo
     assert len(await stores[1].lookup("shared@x")) == 20
     for store in stores:
         await store.close()
+
+
+async def test_stale_write_cache_loses_nothing(redis_server: str, clock: Clock) -> None:
+    """A refreshes on what it wrote last; B wrote since: A's compare-and-set fails and it re-reads."""
+    a, b = (RedisLocationStore(connect(redis_server), clock=clock) for _ in range(2))
+    await a.client.flushdb()
+    await a.update("dup@x", lambda cur: cur + [binding("sip:a@h", clock.now + 60)])
+    await b.update("dup@x", lambda cur: cur + [binding("sip:b@h", clock.now + 60)])
+    await a.update("dup@x", lambda cur: cur + [binding("sip:a2@h", clock.now + 60)])
+    assert sorted(x.contact for x in await b.lookup("dup@x")) == ["sip:a2@h", "sip:a@h", "sip:b@h"]
+    for store in (a, b):
+        await store.close()
