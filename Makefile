@@ -32,8 +32,13 @@ run: $(VENV)/.run-deps
 test: system-deps $(VENV)/.test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(VENV)/.run-deps
+# Not part of `make test`: the parser micro-benchmark, then REGISTER and calls
+# against Kamailio in the same run (Debian's kamailio installed when missing).
+bench: system-deps $(VENV)/.run-deps
+	@command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || { $(APT) update -q && $(APT) install -y -q kamailio; }
 	$(BIN)/python benchmarks/parser_bench.py
+	$(BIN)/python benchmarks/register_bench.py
+	$(BIN)/python benchmarks/call_bench.py --rate 1000 --calls 10000
 
 clean:
 	rm -rf $(VENV) build *.egg-info
