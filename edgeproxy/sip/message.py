@@ -9,6 +9,7 @@ cached until that header changes.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Iterator
 
 from .errors import bad_request
@@ -51,7 +52,7 @@ def header_line(key: str, value: str | bytes) -> bytes:
     return line_prefix(key) + (value if isinstance(value, bytes) else encode(value))
 
 
-class Message:
+class Message(abc.ABC):
     __slots__ = ("_call_id", "_cseq", "_from", "_max_forwards", "_to", "_via", "_vias", "body", "keys", "lines")
 
     def __init__(self, keys: list[str], lines: list[bytes], body: bytes = b"") -> None:
@@ -60,8 +61,9 @@ class Message:
         self.body = body
         self._via = self._vias = self._from = self._to = self._call_id = self._cseq = self._max_forwards = _UNSET
 
+    @abc.abstractmethod
     def start_line(self) -> bytes:
-        raise NotImplementedError
+        """The request or status line, as bytes."""
 
     # -- reading -----------------------------------------------------------
     def headers(self) -> Iterator[tuple[str, bytes]]:

@@ -8,6 +8,7 @@ must be called next. The timer letters are the RFC's.
 
 from __future__ import annotations
 
+import abc
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class Terminated:
 Action = Send | Deliver | Timeout | Terminated
 
 
-class Transaction:
+class Transaction(abc.ABC):
     __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "request", "state", "timers")
 
     def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None) -> None:
@@ -115,8 +116,9 @@ class Transaction:
             return []
         return [Timeout(self), *self._terminate()]
 
+    @abc.abstractmethod
     def _fire(self, letter: str, now: float) -> list[Action]:
-        raise NotImplementedError
+        """What the expiry of timer `letter` does in this kind of transaction."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.request.method} {self.state.value} {self.key[0]}>"
@@ -128,8 +130,9 @@ class Transaction:
 class ClientTransaction(Transaction):
     __slots__ = ()
 
+    @abc.abstractmethod
     def receive(self, resp: Response, now: float) -> list[Action]:
-        raise NotImplementedError
+        """A response for this transaction arrived."""
 
 
 class ClientInvite(ClientTransaction):
@@ -246,8 +249,9 @@ class ServerTransaction(Transaction):
             return [Send(self, self.last_response)]
         return []
 
+    @abc.abstractmethod
     def respond(self, resp: Response, now: float) -> list[Action]:
-        raise NotImplementedError
+        """The transaction user answers."""
 
 
 class ServerInvite(ServerTransaction):
