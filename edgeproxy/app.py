@@ -24,6 +24,7 @@ from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.proxy.core import Identity, ProxyCore
+from edgeproxy.proxy.routing import hop_for
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
 from edgeproxy.sip import (
     Message,
@@ -36,7 +37,7 @@ from edgeproxy.sip import (
     parse_uri,
     validate,
 )
-from edgeproxy.sip.destinations import DEFAULT_PORTS, response_address, stamp_received
+from edgeproxy.sip.destinations import default_port, response_address, stamp_received
 from edgeproxy.sip.transaction import (
     Action,
     ClientTransaction,
@@ -75,7 +76,7 @@ def response_target(source: Source, req: Request) -> Target | None:
         address = response_address(via)
         return None if address is None else Target("udp", address)
     host = (via.received or source.remote[0]).strip("[]")
-    port = via.port or DEFAULT_PORTS.get(via.transport, 5060)
+    port = via.port or default_port(via.transport)
     return Target(source.transport, (host, port), source.connection)
 
 
@@ -90,6 +91,7 @@ class EdgeProxy:
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._identities: set[str] = set()
+        self._our_ports: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
         self._trust_cache: dict[str, bool] = {}
@@ -128,20 +130,21 @@ class EdgeProxy:
     async def start(self) -> None:
         await self.transports.start()
         self._identities = self._own_identities()
+        self._our_ports = {port for _, (_, port) in self.transports.bound}
         self.pinger.start()
         addresses: dict[str, tuple[str, int]] = {}
         for spec, (host, port) in self.transports.bound:
             if ipaddress.ip_address(host).is_unspecified:
                 host = self.config.advertise.strip("[]")
             addresses.setdefault(spec.transport, (host, port))
-        identity = Identity(self.config.advertise.strip("[]"), addresses, self._uri_is_ours)
+        identity = Identity(self.config.advertise.strip("[]"), addresses, self._uri_is_ours, self.local_domain,
+                            self.domain_of)
         self.resolver = SipResolver(self.config.server.nameservers)
         self.proxy = ProxyCore(self.transactions, self._run, self.transports.send, self.loop.time, identity,
                                self.trusted, self.stores.location,
                                self.stores.users if self.config.registrar.users else None,
-                               self.backends if self.backends else None, self.config.dispatcher.branch_timeout,
-                               self.domain_of, self.resolver, self.config.limits.invite_timeout,
-                               self.local_domain)
+                               self.backends if self.backends else None, self.resolver,
+                               self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout)
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise)
@@ -245,7 +248,7 @@ class EdgeProxy:
         if source.connection is not None and "alias" in msg.top_via.params:
             # RFC 5923: requests toward the sent-by may reuse this connection
             via = msg.top_via
-            self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or 5060))
+            self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or default_port(via.transport)))
         if self.draining and msg.method not in ("ACK", "CANCEL") and msg.to.tag is None:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], msg)
         actions = self.transactions.receive_request(msg, source.reliable, now, source)
@@ -389,9 +392,7 @@ class EdgeProxy:
             return False
         if not routing_is_ip(uri.host.strip("[]")):
             return True
-        tls = uri.scheme == "sips" or uri.transport in ("tls", "wss")
-        port = uri.port or (5061 if tls else 5060)
-        return any(p == port for _, (_, p) in self.transports.bound)
+        return hop_for(uri).port in self._our_ports
 
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)
@@ -453,8 +454,10 @@ class EdgeProxy:
         if target is None:
             log.info("response not sent: no valid destination", via=str(txn.request.top_via))
             return
-        self.transports.send(message.to_bytes(), target,
-                             on_error=lambda err: self._run(self.transactions.transport_error(txn)))
+        self.transports.send(message.to_bytes(), target, self._send_failed, txn)
+
+    def _send_failed(self, err: Exception, txn: Transaction) -> None:
+        self._run(self.transactions.transport_error(txn))
 
     def _schedule(self) -> None:
         """One coarse tick drives every timer while any transaction is open: no

@@ -337,14 +337,19 @@ def _cross_checks(config: Config) -> None:
         raise ConfigError(f"state.redis_url: expected redis://HOST:PORT/DB, got {config.state.redis_url!r}")
 
 
-def load(path: str) -> Config:
+def read_toml(path: str, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A TOML file's tables; `error` names the file and what is wrong with it."""
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from err
+        raise error(f"{path}: cannot read: {err.strerror}") from err
     except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+        raise error(f"{path}: not valid TOML: {err}") from err
+
+
+def load(path: str) -> Config:
+    raw = read_toml(path)
     base = os.path.dirname(os.path.abspath(path))  # relative file names are relative to the config file
     for section, keys in (("tls", ("cert_file", "key_file", "ca_file")), ("registrar", ("users",))):
         table = raw.get(section)

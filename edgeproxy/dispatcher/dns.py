@@ -16,7 +16,8 @@ from typing import Any
 import aiodns
 from aiodns.error import DNSError
 
-from edgeproxy.proxy.routing import DEFAULT_PORT, Hop, is_ip
+from edgeproxy.proxy.routing import Hop, is_ip
+from edgeproxy.sip.destinations import default_port
 from edgeproxy.sip.uri import URI
 
 # NAPTR services we can use, and the transport each means
@@ -41,11 +42,11 @@ class SipResolver:
         secure = uri.scheme == "sips"
         if is_ip(host) or uri.port is not None:
             t = transport or ("tls" if secure else "udp")
-            port = uri.port or DEFAULT_PORT.get(t, 5060)
+            port = uri.port or default_port(t)
             return [Hop(t, ip, port) for ip in await self._addresses(host)]
         if transport is not None:
             hops = await self._srv(f"{SRV_PREFIX.get(transport, '_sip._udp')}.{host}", transport)
-            return hops or [Hop(transport, ip, DEFAULT_PORT.get(transport, 5060)) for ip in await self._addresses(host)]
+            return hops or [Hop(transport, ip, default_port(transport)) for ip in await self._addresses(host)]
         hops = await self._naptr(host, secure)
         if hops:
             return hops
@@ -54,7 +55,7 @@ class SipResolver:
             if hops:
                 return hops
         t = "tls" if secure else "udp"
-        return [Hop(t, ip, DEFAULT_PORT[t]) for ip in await self._addresses(host)]
+        return [Hop(t, ip, default_port(t)) for ip in await self._addresses(host)]
 
     async def _naptr(self, host: str, secure: bool) -> list[Hop]:
         records = [r for r in await self._query(host, "NAPTR")

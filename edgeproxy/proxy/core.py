@@ -40,7 +40,6 @@ log = structlog.get_logger(__name__)
 FAILOVER_STATUSES = frozenset({408, 500, 503})
 MAX_CALLS = 1_000_000
 MAX_CALL_AGE = 4 * 3600.0
-HOP_BY_HOP = frozenset({"ACK", "CANCEL"})
 
 
 @dataclass(slots=True)
@@ -85,7 +84,9 @@ class Identity:
 
     advertise: str
     addresses: dict[str, tuple[str, int]]  # transport → (host, port) we listen on
-    is_ours: Callable[[URI], bool]
+    is_ours: Callable[[URI], bool]  # one of our addresses (a Route of ours)
+    local_domain: Callable[[str], bool]  # a domain whose users we route to
+    domain_of: Callable[[str], str]  # the domain an AoR lives in (see app.domain_of)
 
     def via_host(self, transport: str) -> tuple[str, int]:
         return self.addresses.get(transport) or next(iter(self.addresses.values()))
@@ -101,9 +102,8 @@ class ProxyCore:
     def __init__(self, transactions: TransactionLayer, run: Callable[[list[Action]], None],
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
-                 dispatcher: BackendSet | None, branch_timeout: float = 5.0,
-                 domain_of: Callable[[str], str] = str.lower, resolver: SipResolver | None = None,
-                 invite_timeout: float = 180.0, local_domain: Callable[[str], bool] | None = None) -> None:
+                 dispatcher: BackendSet | None, resolver: SipResolver, branch_timeout: float = 5.0,
+                 invite_timeout: float = 180.0) -> None:
         self.transactions = transactions
         self.run = run
         self.send = send
@@ -114,10 +114,7 @@ class ProxyCore:
         self.users = users
         self.dispatcher = dispatcher
         self.branch_timeout = branch_timeout
-        self.domain_of = domain_of
-        # a domain whose users we route to (ours by address when not given)
-        self.local_domain = local_domain or (lambda host: identity.is_ours(parse_uri(f"sip:{host}")))
-        self.resolver = resolver or SipResolver()
+        self.resolver = resolver
         self._sent_bys = identity.sent_bys()
         # Call-ID → (backend, start) of calls in flight, oldest first (least-busy). A call whose
         # BYE never crosses us is forgotten after MAX_CALL_AGE; the map never exceeds MAX_CALLS.
@@ -158,19 +155,14 @@ class ProxyCore:
         req, source = ctx.request, ctx.source
         followed = ctx.followed_route
         trusted = self.trusted(source)
-        if req.has("Route"):
-            if not (followed or trusted):
+        honoured = followed or trusted  # may a route set or an alias in it direct us?
+        if req.has("Route") or (followed and req.to.tag is not None) or (honoured and routing.ALIAS in req.uri.params):
+            if not honoured:
                 raise SipError(403, "Forbidden (Route from outside)")
-            await self._forward(ctx, parse_name_addr(req.values("Route")[0]).uri)
+            await self._forward(ctx, self._route_destination(req))
             return
-        alias = routing.take_alias(req)
-        if alias is not None and (followed or trusted):
-            await self._forward(ctx, alias)
-            return
-        if followed and req.to.tag is not None:
-            await self._forward(ctx, req.uri)  # in-dialog, along our recorded route
-            return
-        if not (self.identity.is_ours(req.uri) or self.local_domain(req.uri.host)):
+        routing.take_alias(req)  # an alias nobody may make us honour: dropped
+        if not (self.identity.is_ours(req.uri) or self.identity.local_domain(req.uri.host)):
             if not trusted:
                 raise SipError(403, "Forbidden (not our domain)")
             await self._forward(ctx, req.uri)
@@ -185,7 +177,7 @@ class ProxyCore:
     async def _to_user(self, ctx: ProxyContext) -> None:
         """Fork in parallel to every registered contact of the Request-URI's user."""
         uri = ctx.request.uri
-        bindings = await self.location.lookup(aor_of(uri, self.domain_of))
+        bindings = await self.location.lookup(aor_of(uri, self.identity.domain_of))
         if not bindings:
             known = self.users is not None and await self.users.get(unescape(uri.user or "")) is not None
             raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
@@ -239,7 +231,7 @@ class ProxyCore:
                 req.insert("Record-Route", self._rr(inbound, True))
             req.insert("Record-Route", self._rr(hop.transport, double))
             if not self.trusted(ctx.source):
-                self._alias_contact(req, ctx.source)
+                self._alias_contact(req, ctx.source.transport, *ctx.source.remote)
         host, port = self.identity.via_host(hop.transport)
         req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
                          {"branch": routing.branch(ctx.loop_hash), "rport": None}))
@@ -315,18 +307,22 @@ class ProxyCore:
                                     double)
 
     @staticmethod
-    def _alias_contact(msg: Request | Response, source: Source | Hop) -> None:
+    def _route_destination(req: Request) -> Hop | URI:
+        """Where a request following a route set goes (RFC 3261 §16.6 step 6): its top
+        Route; else the address an alias in its Request-URI names; else its Request-URI."""
+        if req.has("Route"):
+            return parse_name_addr(req.values("Route")[0]).uri
+        return routing.take_alias(req) or req.uri
+
+    @staticmethod
+    def _alias_contact(msg: Request | Response, transport: str, ip: str, port: int) -> None:
         """nathelper add_contact_alias, when the Contact is not where packets come from."""
         contacts = msg.get_lines("Contact")
         if not contacts or contacts == ["*"]:
             return
-        if isinstance(source, Source):
-            transport, (ip, port) = source.transport, source.remote
-        else:
-            transport, ip, port = source.transport, source.host, source.port
         na = parse_name_addr(msg.values("Contact")[0])
         uri = na.uri
-        if routing.ALIAS in uri.params or (uri.host.strip("[]") == ip and (uri.port or 5060) == port):
+        if routing.ALIAS in uri.params or (uri.host.strip("[]") == ip and routing.hop_for(uri).port == port):
             return
         na.uri = parse_uri(routing.add_contact_alias(na.uri_text, transport, ip, port))
         msg.replace_first_value("Contact", str(na))
@@ -339,10 +335,8 @@ class ProxyCore:
             followed = routing.preprocess_routes(fwd, self.identity.is_ours)
             if not (followed or self.trusted(source)):
                 return
-            if fwd.has("Route"):
-                hop = routing.hop_for(parse_name_addr(fwd.values("Route")[0]).uri)
-            else:
-                hop = routing.take_alias(fwd) or routing.hop_for(fwd.uri)
+            dest = self._route_destination(fwd)
+            hop = dest if isinstance(dest, Hop) else routing.hop_for(dest)
             if not routing.is_ip(hop.host):
                 return  # names need resolution: ACKs to names are not forwarded statelessly
             host, port = self.identity.via_host(hop.transport)
@@ -361,7 +355,7 @@ class ProxyCore:
             return
         resp.pop_first_value("Via")
         if branch.behind_nat and resp.cseq.method == "INVITE" and resp.status < 300:
-            self._alias_contact(resp, branch.hop)
+            self._alias_contact(resp, branch.hop.transport, branch.hop.host, branch.hop.port)
         if resp.status < 200:
             branch.provisional = True
             if resp.cseq.method == "INVITE":

@@ -13,12 +13,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgeproxy.config import TRANSPORTS
 from edgeproxy.sip import Request
+from edgeproxy.sip.destinations import default_port
 from edgeproxy.sip.headers import parse_name_addr
 from edgeproxy.sip.ids import random_hex
 from edgeproxy.sip.uri import URI
 
-DEFAULT_PORT = {"udp": 5060, "tcp": 5060, "tls": 5061, "ws": 80, "wss": 443}
 BRANCH_PREFIX = "z9hG4bKep"
 IsOurs = Callable[[URI], bool]
 
@@ -44,10 +45,10 @@ def is_ip(host: str) -> bool:
 def hop_for(uri: URI) -> Hop:
     """RFC 3263 in its IP-literal form: transport param (sips → TLS), maddr, port."""
     transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
-    if transport not in DEFAULT_PORT:
+    if transport not in TRANSPORTS:
         transport = "udp"
     host = uri.params.get("maddr") or uri.host
-    return Hop(transport, (host or "").strip("[]"), uri.port or DEFAULT_PORT[transport])
+    return Hop(transport, (host or "").strip("[]"), uri.port or default_port(transport))
 
 
 def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
@@ -116,7 +117,7 @@ def needs_record_route(req: Request) -> bool:
 
 def record_route(host: str, port: int, transport: str, double: bool) -> str:
     """One Record-Route value for the given side of the proxy."""
-    port_part = "" if port == DEFAULT_PORT.get(transport) else f":{port}"
+    port_part = "" if port == default_port(transport) else f":{port}"
     tparam = "" if transport == "udp" else f";transport={transport}"
     return f"<sip:{host}{port_part}{tparam};lr{';r2=on' if double else ''}>"
 

@@ -8,7 +8,12 @@ import ipaddress
 from .headers import Via
 from .message import Request
 
-DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "sctp": 5060, "tls": 5061, "ws": 80, "wss": 443}
+
+
+def default_port(transport: str) -> int:
+    """The port a transport means when none is written (RFC 3261 §19.1.2, RFC 7118)."""
+    return DEFAULT_PORTS.get(transport.lower(), 5060)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -32,7 +37,7 @@ def response_address(via: Via) -> tuple[str, int] | None:
     responses are never multicast from an edge proxy.
     """
     host = via.received or via.host
-    port = via.rport or via.port or DEFAULT_PORTS.get(via.transport, 5060)
+    port = via.rport or via.port or default_port(via.transport)
     if not is_unicast_target(host):
         return None
     return host.strip("[]"), port
@@ -51,5 +56,4 @@ def stamp_received(req: Request, source_ip: str, source_port: int) -> None:
         via.params["received"] = received
     if rport is not None:
         via.params["rport"] = rport
-    if not req.patch_top_via_line(rport, received):
-        req.set_top_via(via)
+    req.set_top_via(via)

@@ -295,25 +295,6 @@ class Message(abc.ABC):
         self.insert("Via", str(via))
         self._via = via
 
-    def patch_top_via_line(self, rport: str | None, received: str | None) -> bool:
-        """Fill `;rport` and append `;received=` in the raw top Via line, when it
-        holds one value with a bare `;rport` flag (what clients send); False
-        when the line needs the general rewrite. The parsed top Via stays cached."""
-        at = self.keys.index("via")
-        line = self.lines[at]
-        if b"," in line:
-            return False
-        if rport is not None:
-            pos = line.find(b";rport")
-            end = pos + 6
-            if pos < 0 or (end < len(line) and line[end : end + 1] not in b"; \t"):
-                return False
-            line = line[:end] + b"=" + rport.encode() + line[end:]
-        if received is not None:
-            line = line.rstrip() + b";received=" + received.encode()
-        self.lines[at] = line
-        return True
-
     def set_top_via(self, via: Via) -> None:
         """Rewrite the first Via value from `via`, which stays the parsed top Via."""
         self.replace_first_value("Via", str(via))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from edgeproxy.config import read_toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +50,7 @@ class UsersFileError(Exception):
 
 def load_users_file(path: str, realm: str) -> dict[str, Credentials]:
     """`[users]` table: `name = { ha1_md5 = "…", ha1_sha256 = "…" }` or, for labs, `{ password = "…" }`."""
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as err:
-        raise UsersFileError(f"{path}: cannot read: {err.strerror}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise UsersFileError(f"{path}: not valid TOML: {err}") from err
-    table = raw.get("users")
+    table = read_toml(path, UsersFileError).get("users")
     if not isinstance(table, dict):
         raise UsersFileError(f"{path}: expected a [users] table")
     return {name: _entry(path, name, realm, value) for name, value in table.items()}

@@ -36,8 +36,6 @@ class Reply(bytes):
 
 
 class Codec(Protocol):
-    framed: bool  # True: messages carry Content-Length framing (TCP/TLS)
-
     def feed(self, data: bytes) -> list[bytes]:
         """SIP messages and Replies, in stream order."""
         ...
@@ -46,8 +44,6 @@ class Codec(Protocol):
 
 
 class SipStreamCodec:
-    framed = True
-
     def __init__(self, limits: Limits) -> None:
         self.framer = StreamFramer(limits)
 
@@ -61,8 +57,6 @@ class SipStreamCodec:
 
 class WebSocketCodec:
     """Server side of RFC 7118: subprotocol `sip`, a SIP message per WS message."""
-
-    framed = False
 
     def __init__(self, limits: Limits) -> None:
         self.ws = WSConnection(ConnectionType.SERVER)

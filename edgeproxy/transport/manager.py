@@ -6,6 +6,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -21,7 +22,8 @@ from .udp import UdpEndpoint, bind_socket, open_udp
 log = structlog.get_logger(__name__)
 
 CONNECT_TIMEOUT = 5.0
-ErrorCallback = Callable[[Exception], None]
+# on_error(err, context): a bound method and its context, so a send allocates no closure
+ErrorCallback = Callable[[Exception, Any], None]
 
 
 def server_tls_context(config: Config) -> ssl.SSLContext:
@@ -80,9 +82,9 @@ class TransportManager:
                                 inbound)
 
     # -- sending ---------------------------------------------------------------
-    def send(self, data: bytes, target: Target, on_error: ErrorCallback | None = None) -> None:
+    def send(self, data: bytes, target: Target, on_error: ErrorCallback | None = None, context: Any = None) -> None:
         """Write at once when possible; open a TCP/TLS connection in the background
-        when none exists (on_error hears about a failure)."""
+        when none exists (on_error(err, context) hears about a failure)."""
         try:
             if target.transport == "udp":
                 self._udp_for(target.address).send(data, target.address)
@@ -96,18 +98,20 @@ class TransportManager:
             if target.transport in ("ws", "wss"):
                 raise SendError(f"no websocket connection to {target.address}")
         except SendError as err:
-            self._report(err, on_error)
+            self._report(err, on_error, context)
             return
-        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, target, on_error))
+        task = asyncio.get_running_loop().create_task(self._connect_and_send(data, target, on_error, context))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect_and_send(self, data: bytes, target: Target, on_error: ErrorCallback | None) -> None:
+    async def _connect_and_send(self, data: bytes, target: Target, on_error: ErrorCallback | None,
+                                context: Any) -> None:
         try:
             conn = await self.connect(target.transport, target.address)
             conn.send(data)
         except (TimeoutError, OSError, SendError, ssl.SSLError) as err:
-            self._report(err if isinstance(err, SendError) else SendError(str(err) or type(err).__name__), on_error)
+            error = err if isinstance(err, SendError) else SendError(str(err) or type(err).__name__)
+            self._report(error, on_error, context)
 
     async def connect(self, transport: str, address: Address) -> StreamConnection:
         """An outbound TCP/TLS connection (reused later for that peer)."""
@@ -133,9 +137,9 @@ class TransportManager:
         raise SendError(f"no UDP socket for {'IPv6' if v6 else 'IPv4'} destination {address}")
 
     @staticmethod
-    def _report(err: SendError, on_error: ErrorCallback | None) -> None:
+    def _report(err: SendError, on_error: ErrorCallback | None, context: Any) -> None:
         if on_error is not None:
-            on_error(err)
+            on_error(err, context)
         else:
             log.info("send failed", error=str(err))
 

@@ -65,12 +65,12 @@ async def test_outbound_connect_when_no_connection_exists() -> None:
     address = server.sockets[0].getsockname()[:2]
     errors: list[Exception] = []
     try:
-        manager.send(b"HELLO", Target("tcp", address), on_error=errors.append)
+        manager.send(b"HELLO", Target("tcp", address), on_error=lambda err, _: errors.append(err))
         assert await asyncio.wait_for(got, 3) == b"HELLO"
         closed = free_port()  # nobody listens there: the error is reported, not raised
-        manager.send(b"X", Target("tcp", ("127.0.0.1", closed)), on_error=errors.append)
+        manager.send(b"X", Target("tcp", ("127.0.0.1", closed)), on_error=lambda err, _: errors.append(err))
         await until(lambda: errors)
-        manager.send(b"X", Target("ws", ("127.0.0.1", closed)), on_error=errors.append)
+        manager.send(b"X", Target("ws", ("127.0.0.1", closed)), on_error=lambda err, _: errors.append(err))
         assert len(errors) == 2
     finally:
         server.close()
