@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import csv
 import pathlib
 import re
 import socket
@@ -12,18 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import CONFORMANCE
 from tests.helpers import Proxy, running_proxy
+from tests.unit.test_conformance import manifest
 
 PARSER_ERRORS = {400, 505, 513}
-
-
-def manifest() -> list[dict[str, str]]:
-    path = CONFORMANCE / "manifest.tsv"
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return list(csv.DictReader(f, delimiter="\t"))
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ SUPPORTED: frozenset[str] = frozenset()  # the edge proxy supports no Proxy-Requ
 DECIDED_ABOVE_CORE = {"401": "process"}
 
 
-def _manifest() -> list[dict[str, str]]:
+def manifest() -> list[dict[str, str]]:
     path = CONFORMANCE / "manifest.tsv"
     if not path.exists():
         return []
@@ -61,7 +61,7 @@ def core_outcome(data: bytes) -> tuple[str, SipError | None]:
         return str(err.status), err
 
 
-@pytest.mark.parametrize("row", _manifest(), ids=lambda r: pathlib.Path(r["file"]).stem)
+@pytest.mark.parametrize("row", manifest(), ids=lambda r: pathlib.Path(r["file"]).stem)
 def test_conformance_message(conformance_dir: pathlib.Path, row: dict[str, str]) -> None:
     data = (conformance_dir / row["file"]).read_bytes()
     expected = {DECIDED_ABOVE_CORE.get(e, e) for e in row["expected_response"].split("|")}
@@ -78,7 +78,7 @@ def test_conformance_message(conformance_dir: pathlib.Path, row: dict[str, str])
 
 
 def test_manifest_covers_corpus(conformance_dir: pathlib.Path) -> None:
-    listed = {row["file"] for row in _manifest()}
+    listed = {row["file"] for row in manifest()}
     on_disk = {f"rfc4475/{p.name}" for p in (conformance_dir / "rfc4475").glob("*.dat")}
     assert on_disk <= listed
 
