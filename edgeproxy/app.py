@@ -26,6 +26,7 @@ from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.proxy.core import Identity, ProxyCore
 from edgeproxy.proxy.routing import hop_for
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
+from edgeproxy.security.guard import Guard, GuardPolicy
 from edgeproxy.sip import (
     Message,
     Request,
@@ -51,7 +52,7 @@ from edgeproxy.sip.transaction import (
 )
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
-from edgeproxy.sip.validate import require_extensions
+from edgeproxy.sip.validate import check_forwardable, require_extensions
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import Source, Target
 from edgeproxy.transport.keepalive import NatPinger
@@ -84,10 +85,10 @@ class EdgeProxy:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.loop = asyncio.get_running_loop()
-        self.transactions = TransactionLayer(config.limits.max_transactions)
+        self.transactions = TransactionLayer(config.limits.max_transactions, config.limits.max_transactions_per_source)
         self.transports = TransportManager(config, self.on_message)
         self.pinger = NatPinger(config.keepalive.mode, config.keepalive.interval, config.keepalive.max_targets,
-                                self.transports.send, self._our_udp_address)
+                                self.transports.send, self._our_udp_address, config.server.user_agent)
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._identities: set[str] = set()
@@ -95,12 +96,23 @@ class EdgeProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
         self._trust_cache: dict[str, bool] = {}
+        # dispatcher backends are trusted like security.trusted, by address and port (like
+        # Kamailio's ds_is_from_list): a client on a backend's host is still a client
+        self._backend_addrs: set[tuple[str, int]] = set()
+        self._backend_hosts: set[str] = set()
         self.stores: Stores = open_stores(config)
+        sec = config.security
+        self.guard = Guard(GuardPolicy(sec.rate_limit, sec.rate_window, sec.auth_fail_limit, sec.auth_fail_user_limit,
+                                       sec.auth_fail_window, sec.ban_time, sec.scanner_action,
+                                       sec.scanner_user_agents, sec.max_tracked),
+                           self.stores.bans, self._exempt, time.time)
+        self._per_source = config.limits.max_transactions_per_source > 0
         self.auth = self._authenticator()
         self.registrar = self._registrar()
         d = config.dispatcher
         self.backends = BackendSet([Backend(b.uri, b.weight) for b in d.backends], d.algorithm, d.down_after,
                                    d.up_after)
+        self._note_backend_addresses()
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
         self.prober: Prober | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -116,7 +128,7 @@ class EdgeProxy:
             if self.config.state.backend == "redis":
                 log.warning("registrar.secret is not set: nonces from this instance will not verify on others")
         return Authenticator(self.config.realm, self.stores.users, self.stores.nonces, secret, reg.nonce_lifetime,
-                             reg.algorithms)
+                             reg.algorithms, guard=self.guard)
 
     def _registrar(self) -> Registrar | None:
         reg = self.config.registrar
@@ -128,6 +140,7 @@ class EdgeProxy:
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
+        await self.stores.bans.start()
         await self.transports.start()
         self._identities = self._own_identities()
         self._our_ports = {port for _, (_, port) in self.transports.bound}
@@ -138,7 +151,7 @@ class EdgeProxy:
                 host = self.config.advertise.strip("[]")
             addresses.setdefault(spec.transport, (host, port))
         identity = Identity(self.config.advertise.strip("[]"), addresses, self._uri_is_ours, self.local_domain,
-                            self.domain_of)
+                            self.domain_of, self.config.server.user_agent)
         self.resolver = SipResolver(self.config.server.nameservers)
         self.proxy = ProxyCore(self.transactions, self._run, self.transports.send, self.loop.time, identity,
                                self.trusted, self.stores.location,
@@ -147,7 +160,7 @@ class EdgeProxy:
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout)
         if self.backends:
             host, port = identity.via_host("udp")
-            self.prober = Prober(self.backends, host, port, identity.advertise)
+            self.prober = Prober(self.backends, host, port, identity.advertise, identity.user_agent)
             self._probe_task = self.loop.create_task(self._probing())
 
     async def _probing(self) -> None:
@@ -177,6 +190,12 @@ class EdgeProxy:
                 backend.hop = hops[0]
             else:
                 log.warning("backend does not resolve", backend=backend.uri)
+        self._note_backend_addresses()
+
+    def _note_backend_addresses(self) -> None:
+        hops = [backend.hop for backend in self.backends.backends]
+        self._backend_addrs = {(hop.host.strip("[]"), hop.port) for hop in hops}
+        self._backend_hosts = {host for host, _ in self._backend_addrs}
 
     async def drain(self) -> None:
         """SIGTERM: refuse new transactions, let open ones finish, then close."""
@@ -221,6 +240,8 @@ class EdgeProxy:
     # -- incoming ----------------------------------------------------------------
     def on_message(self, data: bytes, source: Source) -> None:
         """Entry point for every message a transport delivers; never raises."""
+        if not self.guard.admit(source.remote[0]):
+            return
         try:
             self._receive(data, source)
         except SipError as err:
@@ -243,6 +264,8 @@ class EdgeProxy:
             validate(msg)
             self._run(self.transactions.receive_response(msg, now))
             return
+        if self.guard.scanners is not None and self._scanner(msg):
+            return
         stamp_received(msg, source.remote[0], source.remote[1])
         validate(msg)
         if source.connection is not None and "alias" in msg.top_via.params:
@@ -251,12 +274,20 @@ class EdgeProxy:
             self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or default_port(via.transport)))
         if self.draining and msg.method not in ("ACK", "CANCEL") and msg.to.tag is None:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], msg)
-        actions = self.transactions.receive_request(msg, source.reliable, now, source)
+        actions = self.transactions.receive_request(msg, source.reliable, now, source,
+                                                    source.remote[0] if self._per_source else "")
         if msg.method == "ACK" and actions and isinstance(actions[0], Deliver) and actions[0].txn is None:
             if self.proxy is not None:
                 self.proxy.forward_stateless(msg, source)  # the ACK for a 2xx: end to end
             return
         self._run(actions)
+
+    def _scanner(self, req: Request) -> bool:
+        """True when a scanner's request is to be dropped; raises the 403 when it is to be refused."""
+        action = self.guard.scanner(req.get("User-Agent"))
+        if action == "403":
+            raise SipError(403, "Forbidden")
+        return action == "drop"
 
     def _refuse(self, err: SipError, source: Source) -> None:
         req = err.message
@@ -266,7 +297,9 @@ class EdgeProxy:
         resp = error_response(err)
         if resp is None:
             return
-        log.info("request refused", status=err.status, reason=err.reason, source=source.remote)
+        if self.config.server.user_agent:
+            resp.append("Server", self.config.server.user_agent)
+        log.debug("request refused", status=err.status, reason=err.reason, source=source.remote)
         try:
             stamp_received(req, source.remote[0], source.remote[1])
             target = response_target(source, req)
@@ -288,16 +321,26 @@ class EdgeProxy:
                 self._spawn(txn, self._register(txn, req))
         elif req.method == "OPTIONS" and not req.has("Route") and self._uri_is_ours(req.uri):
             self._spawn(txn, self._options(txn, req))
-        elif (req.method in self.config.registrar.challenge_methods and self.auth and req.to.tag is None
-              and not self.trusted(txn.peer)):
+        elif (self.auth and req.to.tag is None and not self.trusted(txn.peer)
+              and (req.method in self.config.registrar.challenge_methods or self._reaches_users(req))):
             self._spawn(txn, self._authenticated(txn, req))
         else:
             self._proxy(txn, req)
 
+    def _reaches_users(self, req: Request) -> bool:
+        """Whether the proxy would take this request to our users' contacts (with no
+        backend to send outside requests to): with authentication on, only trusted
+        sources or authenticated users may do that (never an open relay)."""
+        return (not self.backends and req.method != "ACK" and req.uri.user is not None
+                and not req.has("Route") and self.local_domain(req.uri.host))
+
     async def _options(self, txn: ServerTransaction, req: Request) -> None:
         """OPTIONS to us (a SIP ping, whatever the user part), unless it names a
-        registered user: then it is theirs to answer."""
-        if req.uri.user is not None and await self.stores.location.lookup(aor_of(req.uri, self.domain_of)):
+        registered user and comes from a source that may reach users: then it is
+        theirs to answer. Anyone else gets our answer, so nobody can probe which
+        users exist or are online."""
+        if (req.uri.user is not None and (self.trusted(txn.peer) or not self.auth)
+                and await self.stores.location.lookup(aor_of(req.uri, self.domain_of))):
             self._proxy(txn, req)
             return
         try:
@@ -329,7 +372,8 @@ class EdgeProxy:
         """RFC 3261 §22.3: a proxy challenges with 407 before acting for a client."""
         assert self.auth is not None
         try:
-            await self.auth.authenticate(req, proxy=True)
+            check_forwardable(req)
+            await self.auth.authenticate(req, proxy=True, source_ip=txn.peer.remote[0])
         except SipError as err:
             self.respond(txn, make_response(req, err.status, err.reason, err.headers))
             return
@@ -347,9 +391,15 @@ class EdgeProxy:
         start(work, self._tasks, failed)
 
     def trusted(self, peer: object) -> bool:
-        if not isinstance(peer, Source) or not self._trusted:
+        """A backend or a `security.trusted` address: may reach users and foreign domains."""
+        if not isinstance(peer, Source):
             return False
-        return self._is_trusted(peer.remote[0])
+        remote = peer.remote
+        return (remote[0], remote[1]) in self._backend_addrs or bool(self._trusted) and self._is_trusted(remote[0])
+
+    def _exempt(self, ip: str) -> bool:
+        """Never rate-limited or banned: trusted networks and the backends' hosts."""
+        return ip in self._backend_hosts or bool(self._trusted) and self._is_trusted(ip)
 
     def _is_trusted(self, address: str) -> bool:
         known = self._trust_cache.get(address)
@@ -406,6 +456,9 @@ class EdgeProxy:
             self.respond(invite, make_response(invite.request, 487))
 
     def respond(self, txn: ServerTransaction, resp: Response) -> None:
+        """Send a response made here (see also Identity.response for the proxy's)."""
+        if self.config.server.user_agent:
+            resp.append("Server", self.config.server.user_agent)
         self._run(self.transactions.respond(txn, resp, self.loop.time()))
 
     # -- actions and timers ----------------------------------------------------------

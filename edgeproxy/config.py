@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from edgeproxy.security.scanners import DEFAULT_SCANNERS
 from edgeproxy.sip import SipError, parse_uri
 
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
@@ -40,6 +41,12 @@ def _opt_file(value: Any, key: str) -> str | None:
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: file not found: {path}")
     return path
+
+
+def _header_value(value: Any, key: str) -> str:
+    if not isinstance(value, str) or any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value):
+        raise ConfigError(f"{key}: expected a string without control characters, got {value!r}")
+    return value.strip()
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -131,6 +138,8 @@ class ServerConfig:
     drain_timeout: float = field(default=10.0, metadata=_check(_number(0, 3600)))
     # DNS servers for RFC 3263 lookups ("IP" or "IP:PORT"); empty: the system's
     nameservers: list[str] = field(default_factory=list, metadata=_check(_str_list))
+    # Server header on our responses, User-Agent on our requests; empty: none (no fingerprint)
+    user_agent: str = field(default="", metadata=_check(_header_value))
 
 
 @dataclass(slots=True)
@@ -150,6 +159,7 @@ class LimitsConfig:
     max_connections_per_ip: int = field(default=100, metadata=_check(_number(1, 1_000_000, True)))
     idle_timeout: float = field(default=600.0, metadata=_check(_number(1, 86400)))
     max_transactions: int = field(default=50000, metadata=_check(_number(10, 10_000_000, True)))
+    max_transactions_per_source: int = field(default=0, metadata=_check(_number(0, 10_000_000, True)))  # 0: off
     # Timer C (RFC 3261 §16.6): a forwarded INVITE with no final answer this long is cancelled
     invite_timeout: float = field(default=180.0, metadata=_check(_number(1, 86400)))
 
@@ -249,9 +259,22 @@ class DispatcherConfig:
     backends: list[BackendSpec] = field(default_factory=list, metadata=_check(_backends))
 
 
+def _patterns(value: Any, key: str) -> tuple[str, ...]:
+    return tuple(_str_list(value, key))
+
+
 @dataclass(slots=True)
 class SecurityConfig:
     trusted: list[str] = field(default_factory=list, metadata=_check(_cidr_list))  # backends
+    rate_limit: int = field(default=0, metadata=_check(_number(0, 10_000_000, True)))  # 0: off
+    rate_window: float = field(default=2.0, metadata=_check(_number(0.1, 3600)))
+    auth_fail_limit: int = field(default=0, metadata=_check(_number(0, 1_000_000, True)))  # 0: off
+    auth_fail_user_limit: int = field(default=0, metadata=_check(_number(0, 1_000_000, True)))  # 0: off
+    auth_fail_window: float = field(default=60.0, metadata=_check(_number(1, 86400)))
+    ban_time: float = field(default=300.0, metadata=_check(_number(1, 30 * 86400)))
+    scanner_action: str = field(default="off", metadata=_check(_choice("off", "drop", "403")))
+    scanner_user_agents: tuple[str, ...] = field(default=DEFAULT_SCANNERS, metadata=_check(_patterns))
+    max_tracked: int = field(default=100_000, metadata=_check(_number(100, 100_000_000, True)))
 
 
 @dataclass(slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from edgeproxy.sip import Request, SipError
 from edgeproxy.state.nonces import NonceCounter
@@ -13,16 +14,26 @@ from edgeproxy.state.users import UserStore
 from .digest import DigestResponse, Nonces, challenge, decoy_ha1, expected_response, parse_authorization
 
 
+class AuthGuard(Protocol):
+    """Brute-force defence (edgeproxy.security.guard.Guard)."""
+
+    def locked(self, user: str) -> bool: ...
+
+    def auth_failed(self, user: str, ip: str) -> None: ...
+
+
 class Authenticator:
     """401 (registrar) or 407 (proxy) challenges and their verification.
 
     Every failure — no credentials, unknown user, wrong password, foreign or
     forged nonce, replayed nonce-count — gets the same fresh challenge, so a
-    scanner learns nothing about which extensions exist.
+    scanner learns nothing about which extensions exist. A wrong digest (for a
+    known user or not) is reported to the guard; a user the guard has locked
+    fails whatever the digest, so a brute force never learns the password.
     """
 
     def __init__(self, realm: str, users: UserStore, counter: NonceCounter, secret: bytes, nonce_lifetime: float,
-                 algorithms: list[str], clock: Callable[[], float] = time.time) -> None:
+                 algorithms: list[str], clock: Callable[[], float] = time.time, guard: AuthGuard | None = None) -> None:
         self.realm = realm
         self.users = users
         self.counter = counter
@@ -30,6 +41,7 @@ class Authenticator:
         self.algorithms = algorithms
         self.nonces = Nonces(secret, realm, nonce_lifetime)
         self.clock = clock
+        self.guard = guard
 
     def challenge_error(self, proxy: bool, stale: bool = False) -> SipError:
         status, reason, header = (407, "Proxy Authentication Required", "Proxy-Authenticate") if proxy else (
@@ -37,7 +49,7 @@ class Authenticator:
         nonce = self.nonces.make(self.clock())
         return SipError(status, reason, [(header, v) for v in challenge(self.realm, nonce, self.algorithms, stale)])
 
-    async def authenticate(self, req: Request, proxy: bool = False) -> str:
+    async def authenticate(self, req: Request, proxy: bool = False, source_ip: str = "") -> str:
         """The authenticated user name, or raise the challenge to answer with."""
         creds = self._credentials(req, proxy)
         if creds is None:
@@ -52,6 +64,10 @@ class Authenticator:
         known = ha1 is not None
         expected = expected_response(creds, req.method, ha1 or decoy_ha1(self.secret, creds.username, creds.algorithm))
         if not (_same(expected, creds.response) and known):
+            if self.guard is not None:
+                self.guard.auth_failed(creds.username, source_ip)
+            raise self.challenge_error(proxy)
+        if self.guard is not None and self.guard.locked(creds.username):
             raise self.challenge_error(proxy)
         try:
             nc = int(creds.nc or "", 16)

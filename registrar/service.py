@@ -78,7 +78,7 @@ class Registrar:
         if not self.is_local(aor.partition("@")[2]):
             raise SipError(403, "Forbidden (not our domain)")
         if self.auth is not None:
-            user = await self.auth.authenticate(req)
+            user = await self.auth.authenticate(req, source_ip=source.remote[0])
             if user != aor.partition("@")[0] and user != aor:
                 raise SipError(403, "Forbidden")
         requested = requested_contacts(req, self.policy)

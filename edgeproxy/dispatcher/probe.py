@@ -22,11 +22,13 @@ class Probe:
 
 
 class Prober:
-    def __init__(self, backends: BackendSet, via_host: str, via_port: int, from_host: str) -> None:
+    def __init__(self, backends: BackendSet, via_host: str, via_port: int, from_host: str,
+                 user_agent: str = "") -> None:
         self.backends = backends
         self.via_host = via_host
         self.via_port = via_port
         self.from_host = from_host
+        self.user_agent = user_agent
         self.outstanding: dict[str, Probe] = {}  # backend uri → last probe
         self._cseq = 0
 
@@ -65,4 +67,5 @@ class Prober:
             ("To", f"<{backend.uri}>"),
             ("Call-ID", new_call_id()),
             ("CSeq", f"{self._cseq} OPTIONS"),
+            *([("User-Agent", self.user_agent)] if self.user_agent else []),
         ])

@@ -26,7 +26,7 @@ from edgeproxy.sip.headers import Via, parse_name_addr
 from edgeproxy.sip.transaction import T1, Action, ClientInvite, ClientTransaction, ServerTransaction, State
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI, unescape
-from edgeproxy.sip.validate import decrement_max_forwards, require_extensions
+from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards
 from edgeproxy.state.location import Binding, LocationStore
 from edgeproxy.state.users import UserStore
 from edgeproxy.transport.base import RELIABLE, Source, Target
@@ -87,6 +87,15 @@ class Identity:
     is_ours: Callable[[URI], bool]  # one of our addresses (a Route of ours)
     local_domain: Callable[[str], bool]  # a domain whose users we route to
     domain_of: Callable[[str], str]  # the domain an AoR lives in (see app.domain_of)
+    user_agent: str = ""  # Server header on the responses we make; empty: none
+
+    def response(self, req: Request, status: int, reason: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> Response:
+        """A response made here (not relayed), named as configured."""
+        resp = make_response(req, status, reason, headers or ())
+        if self.user_agent:
+            resp.append("Server", self.user_agent)
+        return resp
 
     def via_host(self, transport: str) -> tuple[str, int]:
         return self.addresses.get(transport) or next(iter(self.addresses.values()))
@@ -138,14 +147,13 @@ class ProxyCore:
             await self._dispatch(ctx)
         except SipError as err:
             if server.state in (State.TRYING, State.PROCEEDING):
-                self._respond(server, make_response(req, err.status, err.reason, err.headers))
+                self._respond(server, self.identity.response(req, err.status, err.reason, err.headers))
 
     def _prepared(self, req: Request) -> tuple[Request, bool, str]:
         """RFC 3261 §16.3 checks and §16.4 Route pre-processing, on a copy."""
+        check_forwardable(req)
         fwd = req.copy()
         decrement_max_forwards(fwd)
-        if fwd.has("Proxy-Require"):
-            require_extensions(fwd, "Proxy-Require", frozenset())
         hash_ = routing.loop_hash(req)
         if routing.is_loop(fwd, self._sent_bys, hash_):
             raise SipError(482, "Loop Detected")
@@ -179,7 +187,9 @@ class ProxyCore:
         uri = ctx.request.uri
         bindings = await self.location.lookup(aor_of(uri, self.identity.domain_of))
         if not bindings:
-            known = self.users is not None and await self.users.get(unescape(uri.user or "")) is not None
+            # 480 tells a backend the user exists but is offline; anyone else learns nothing
+            known = (self.users is not None and self.trusted(ctx.source)
+                     and await self.users.get(unescape(uri.user or "")) is not None)
             raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
         for binding in bindings:
             await self._forward(ctx, *self._binding_route(binding))
@@ -330,6 +340,7 @@ class ProxyCore:
     def forward_stateless(self, req: Request, source: Source) -> None:
         """ACK for a 2xx (end to end, no transaction): along the route set, statelessly."""
         try:
+            check_forwardable(req)
             fwd = req.copy()
             decrement_max_forwards(fwd)
             followed = routing.preprocess_routes(fwd, self.identity.is_ours)
@@ -382,7 +393,7 @@ class ProxyCore:
             return
         if branch.backend is not None and self.dispatcher is not None:
             self.dispatcher.call_failed(branch.backend)
-        self._final(branch, make_response(branch.ctx.request, 408, "Request Timeout"))
+        self._final(branch, self.identity.response(branch.ctx.request, 408, "Request Timeout"))
 
     def _final(self, branch: Branch, resp: Response) -> None:
         ctx = branch.ctx

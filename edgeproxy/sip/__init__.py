@@ -10,7 +10,7 @@ from .message import Message, Request, Response
 from .parser import DEFAULT_LIMITS, Limits, parse_message, validate
 from .responses import REASONS, error_response, make_response
 from .uri import URI, parse_uri, unescape
-from .validate import decrement_max_forwards, require_extensions
+from .validate import check_forwardable, decrement_max_forwards, require_extensions
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -25,6 +25,7 @@ __all__ = [
     "SipError",
     "StreamFramer",
     "Via",
+    "check_forwardable",
     "decrement_max_forwards",
     "error_response",
     "make_response",

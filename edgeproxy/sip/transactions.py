@@ -49,11 +49,16 @@ class TransactionLayer:
     """Every transaction of one element.
 
     `max_transactions` bounds the table: past it, new requests are refused
-    with 503 (Retry-After) instead of growing memory.
+    with 503 (Retry-After) instead of growing memory. `max_per_origin`, when
+    set, bounds the server transactions open for one origin (a source
+    address), so one client cannot fill the table for everyone.
     """
 
-    def __init__(self, max_transactions: int = 50_000) -> None:
+    def __init__(self, max_transactions: int = 50_000, max_per_origin: int = 0) -> None:
         self.max_transactions = max_transactions
+        self.max_per_origin = max_per_origin
+        self._origin_of: dict[Key, str] = {}
+        self._per_origin: dict[str, int] = {}
         self.server: dict[Key, ServerTransaction] = {}
         self.client: dict[Key, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
@@ -63,11 +68,13 @@ class TransactionLayer:
         return len(self.server) + len(self.client)
 
     # -- incoming ----------------------------------------------------------
-    def receive_request(self, req: Request, reliable: bool, now: float, peer: Any = None) -> list[Action]:
+    def receive_request(self, req: Request, reliable: bool, now: float, peer: Any = None,
+                        origin: str = "") -> list[Action]:
         """A request from the wire: a new transaction, a retransmission or an ACK.
 
-        Raises SipError(503) when the table is full, SipError(400) when the
-        headers that identify the transaction are malformed.
+        Raises SipError(503) when the table (or the origin's share) is full,
+        SipError(400) when the headers that identify the transaction are
+        malformed.
         """
         key = server_key(req)
         if req.method == "ACK":
@@ -80,9 +87,27 @@ class TransactionLayer:
             return txn.retransmission(now)
         if len(self) >= self.max_transactions:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
+        if self.max_per_origin:
+            self._count_origin(key, origin, req)
         txn = (ServerInvite if req.method == "INVITE" else ServerNonInvite)(key, req, reliable, peer)
         self.server[key] = txn
         return self._track(txn, txn.start(now))
+
+    def _count_origin(self, key: Key, origin: str, req: Request) -> None:
+        open_ = self._per_origin.get(origin, 0)
+        if open_ >= self.max_per_origin:
+            raise SipError(503, "Service Unavailable (too many transactions)", [("Retry-After", "5")], req)
+        self._per_origin[origin] = open_ + 1
+        self._origin_of[key] = origin
+
+    def _release_origin(self, key: Key) -> None:
+        origin = self._origin_of.pop(key, None)
+        if origin is not None:
+            left = self._per_origin[origin] - 1
+            if left:
+                self._per_origin[origin] = left
+            else:
+                del self._per_origin[origin]
 
     def receive_response(self, resp: Response, now: float) -> list[Action]:
         """A response from the wire; one no transaction claims goes up as stray."""
@@ -145,6 +170,8 @@ class TransactionLayer:
             table: dict[Key, Any] = self.server if isinstance(txn, ServerTransaction) else self.client
             if table.get(txn.key) is txn:
                 del table[txn.key]
+                if self._origin_of and table is self.server:
+                    self._release_origin(txn.key)
             if not any(isinstance(a, Terminated) for a in actions):
                 actions.append(Terminated(txn))
         else:

@@ -71,12 +71,19 @@ def require_extensions(req: Request, header: str, supported: Collection[str]) ->
         raise SipError(420, "Bad Extension", [("Unsupported", ", ".join(missing))], req)
 
 
-def decrement_max_forwards(req: Request) -> None:
-    """RFC 3261 §16.6 step 3: 483 at zero, else one less (70 when absent)."""
-    value = req.max_forwards
-    if value == 0:
+def check_forwardable(req: Request) -> None:
+    """RFC 3261 §16.3 steps 3 and 5, which come before proxy authorization
+    (step 6): 483 at Max-Forwards zero, 420 for a Proxy-Require tag."""
+    if req.max_forwards == 0:
         raise SipError(483, "Too Many Hops", message=req)
-    req.set("Max-Forwards", _MF_VALUES[70 if value is None else value - 1])
+    if req.has("Proxy-Require"):
+        require_extensions(req, "Proxy-Require", frozenset())
+
+
+def decrement_max_forwards(req: Request) -> None:
+    """RFC 3261 §16.6 step 3: one less (70 when absent); check_forwardable came first."""
+    value = req.max_forwards
+    req.set("Max-Forwards", _MF_VALUES[70 if value is None else max(value - 1, 0)])
 
 
 # Pre-encoded values: the hop count is rewritten on every forwarded request.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeproxy.config import Config
+from edgeproxy.security.bans import BanList, MemoryBanList, RedisBanList
 
 from .location import LocationStore, MemoryLocationStore
 from .nonces import MemoryNonceCounter, NonceCounter
@@ -17,9 +18,10 @@ class Stores:
     location: LocationStore
     nonces: NonceCounter
     users: UserStore
+    bans: BanList
 
     async def close(self) -> None:
-        for store in (self.location, self.nonces, self.users):  # closing a shared client twice is harmless
+        for store in (self.location, self.nonces, self.users, self.bans):  # closing a shared client twice is harmless
             await store.close()
 
 
@@ -28,8 +30,10 @@ def open_stores(config: Config) -> Stores:
     users_file = config.registrar.users
     file_users = MemoryUserStore(load_users_file(users_file, config.realm)) if users_file not in ("", "redis") else None
     if config.state.backend == "memory":
-        return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore())
+        return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore(),
+                      MemoryBanList(config.security.max_tracked))
     client = connect(config.state.redis_url)
     prefix = config.state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
-                  file_users or RedisUserStore(client, prefix))
+                  file_users or RedisUserStore(client, prefix),
+                  RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked))

@@ -52,8 +52,9 @@ CAS_ATTEMPTS = 8
 WRITTEN_CACHE = 50_000
 
 
-def connect(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30)
+def connect(url: str, timeout: float | None = 2.0) -> aioredis.Redis:
+    """A client; `timeout=None` for one that waits on a pub/sub channel."""
+    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=2.0, health_check_interval=30)
 
 
 def _encode(bindings: list[Binding]) -> str:

@@ -22,12 +22,13 @@ PING = b"\r\n\r\n"
 
 class NatPinger:
     def __init__(self, mode: str, interval: float, max_targets: int, send: Callable[[bytes, Target], None],
-                 our_address: Callable[[], Address]) -> None:
+                 our_address: Callable[[], Address], user_agent: str = "") -> None:
         self.mode = mode  # off | crlf | options
         self.interval = interval
         self.max_targets = max_targets
         self._send = send
         self._our_address = our_address
+        self.user_agent = user_agent
         self._targets: dict[Address, float] = {}  # address → until (wall clock): its registration's end
         self._task: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
@@ -80,4 +81,5 @@ class NatPinger:
             ("To", f"<sip:{peer}:{address[1]}>"),
             ("Call-ID", new_call_id()),
             ("CSeq", f"{next(self._seq) % 2**31} OPTIONS"),
+            *([("User-Agent", self.user_agent)] if self.user_agent else []),
         ]).to_bytes()

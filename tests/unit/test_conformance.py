@@ -17,18 +17,15 @@ from edgeproxy.sip import (
     Response,
     SipError,
     StreamFramer,
-    decrement_max_forwards,
+    check_forwardable,
     error_response,
     parse_message,
-    require_extensions,
     validate,
 )
 from edgeproxy.sip.destinations import response_address
 from edgeproxy.sip.framing import KEEPALIVE
 from edgeproxy.sip.parser import split_message
 from tests.conftest import CONFORMANCE
-
-SUPPORTED: frozenset[str] = frozenset()  # the edge proxy supports no Proxy-Require extension
 
 # Outcomes decided above the core: the registrar challenges regaut01 (401),
 # so the core must hand it over as a well-formed request.
@@ -52,8 +49,7 @@ def core_outcome(data: bytes) -> tuple[str, SipError | None]:
                 return "process", None  # a response to us: consumed here
             msg.pop_first_value("Via")
             return ("process" if response_address(msg.top_via) else "drop"), None
-        require_extensions(msg, "Proxy-Require", SUPPORTED)
-        decrement_max_forwards(msg)
+        check_forwardable(msg)
         return "process", None
     except SipError as err:
         if isinstance(err.message, Response) or (err.message is None and data.startswith(b"SIP/")):
@@ -86,7 +82,7 @@ def test_manifest_covers_corpus(conformance_dir: pathlib.Path) -> None:
 def test_bad_extension_lists_unsupported(conformance_dir: pathlib.Path) -> None:
     req = parse_message((conformance_dir / "rfc4475/bext01.dat").read_bytes())
     with pytest.raises(SipError) as info:
-        require_extensions(req, "Proxy-Require", SUPPORTED)
+        check_forwardable(req)
     resp = error_response(info.value, req)
     assert resp is not None and resp.status == 420
     assert resp.get("Unsupported") == "noProxiesSupportThis, norDoAnyProxiesSupportThis"

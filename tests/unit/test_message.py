@@ -6,6 +6,7 @@ from edgeproxy.sip import (
     Request,
     Response,
     SipError,
+    check_forwardable,
     decrement_max_forwards,
     error_response,
     make_response,
@@ -66,7 +67,7 @@ def test_max_forwards_rules() -> None:
     assert req.max_forwards == 70  # RFC 3261 16.6 step 3: added as 70
     zero = parse_request(INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 0"))
     with pytest.raises(SipError) as info:
-        decrement_max_forwards(zero)
+        check_forwardable(zero)  # before forwarding (and before proxy authorization)
     assert info.value.status == 483
 
 
