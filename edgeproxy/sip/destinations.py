@@ -48,7 +48,10 @@ def stamp_received(req: Request, source_ip: str, source_port: int) -> None:
     """RFC 3261 §18.2.1 and RFC 3581: record on the top Via where the request
     really came from, so responses find their way back through NAT."""
     via = req.top_via
-    received = None if via.host.strip("[]") == source_ip else (f"[{source_ip}]" if ":" in source_ip else source_ip)
+    source = f"[{source_ip}]" if ":" in source_ip else source_ip
+    # a `received` the sender wrote itself is overwritten: it must not choose where we reply
+    stated = via.params.get("received")
+    received = None if via.host.strip("[]") == source_ip and stated in (None, source) else source
     rport = str(source_port) if via.has_rport and via.rport is None else None
     if received is None and rport is None:
         return

@@ -19,12 +19,13 @@ def sipp_binary() -> str:
 
 
 def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
-             timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None) -> tuple[int, str]:
+             timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None,
+             local_ip: str = "127.0.0.1") -> tuple[int, str]:
     """Run `calls` calls at `rate`/s; returns SIPp's exit code (0: all succeeded) and its statistics."""
     args = [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
             *(["-inf", str(inf)] if inf else []), *(extra or []),
-            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", "127.0.0.1", "-timeout", f"{int(timeout)}s",
-            "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / "stats.csv"), target]
+            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", local_ip, "-timeout", f"{int(timeout)}s",
+            "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / f"stats-{local_ip}.csv"), target]
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,
                           check=False)
     return proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -186,6 +186,11 @@ def test_lf_only_line_endings_are_accepted() -> None:
         (b"SIP/2.0/UDP 192.0.2.9:5060;rport=5000;branch=z9hG4bKx", b"SIP/2.0/UDP 192.0.2.9:5060;rport=5000;branch=z9hG4bKx"),
         (b"SIP/2.0/UDP 192.0.2.9:5060;RPORT;branch=z9hG4bKx",
          b"SIP/2.0/UDP 192.0.2.9:5060;rport=40000;branch=z9hG4bKx"),
+        # a received the sender wrote itself does not choose where the response goes
+        (b"SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKx;received=8.8.8.8",
+         b"SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKx;received=192.0.2.9"),
+        (b"SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKx;received=192.0.2.9",
+         b"SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKx;received=192.0.2.9"),
     ],
 )
 def test_received_and_rport_stamping(via: bytes, expected: bytes) -> None:
