@@ -24,19 +24,19 @@ SYNC_EVERY = 100  # datagrams between two OPTIONS pings that wait for their 200 
 TCP_BATCH = 50
 
 VALID = [
-    b"INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf1;rport\r\n"
+    (b"INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf1;rport\r\n"
     b"Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: f1@h\r\n"
     b"CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5999>\r\nContent-Type: application/sdp\r\n"
-    b"Content-Length: 31\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n",
-    b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf2\r\nMax-Forwards: 70\r\n"
+    b"Content-Length: 31\r\n\r\nv=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"),
+    (b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf2\r\nMax-Forwards: 70\r\n"
     b"From: <sip:alice@example.com>;tag=2\r\nTo: <sip:alice@example.com>\r\nCall-ID: f2@h\r\nCSeq: 7 REGISTER\r\n"
-    b"Contact: <sip:alice@127.0.0.1:5999>;expires=60\r\nContent-Length: 0\r\n\r\n",
-    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf3\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKf4\r\n"
+    b"Contact: <sip:alice@127.0.0.1:5999>;expires=60\r\nContent-Length: 0\r\n\r\n"),
+    (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKf3\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKf4\r\n"
     b"From: <sip:a@example.com>;tag=3\r\nTo: <sip:b@example.com>;tag=4\r\nCall-ID: f3@h\r\nCSeq: 1 INVITE\r\n"
-    b"Content-Length: 0\r\n\r\n",
-    b"BYE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKf5\r\nMax-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"),
+    (b"BYE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKf5\r\nMax-Forwards: 70\r\n"
     b"Route: <sip:127.0.0.1;lr>\r\nFrom: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>;tag=9\r\n"
-    b"Call-ID: f1@h\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+    b"Call-ID: f1@h\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"),
 ]
 
 INTERESTING = [b"\r\n", b"\r\n\r\n", b"\x00", b"\xff", b";", b",", b":", b"<", b">", b"\"", b"%", b"[", b"]",
