@@ -22,6 +22,10 @@ def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
         '[server]\nlisten = ["tls:127.0.0.1:5061"]\n': "tls.cert_file",
         "[limits]\nmax_connections = -1\n": "limits.max_connections",
         '[keepalive]\nmode = "sometimes"\n': "keepalive.mode",
+        "[security]\nrate_limit = -5\n": "security.rate_limit",
+        '[security]\nscanner_action = "shout"\n': "security.scanner_action",
+        "[security]\nscanner_user_agents = [1]\n": "security.scanner_user_agents[0]",
+        '[server]\nuser_agent = "A\\r\\nX-Evil: 1"\n': "server.user_agent",
         "[server\n": "not valid TOML",
     }
     for text, key in cases.items():

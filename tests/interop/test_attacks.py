@@ -4,6 +4,7 @@ others. Every run is bounded in requests and time."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 import shutil
@@ -44,12 +45,14 @@ def users_config(tmp_path: pathlib.Path, extra: str = "") -> str:
             f'{extra}')
 
 
-def register(port: int, user: str, password: str, source: str = "127.0.0.8") -> int:
-    """A digest REGISTER from `source`; the final status."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((source, 0))
-        s.settimeout(3)
-        sent_by = f"{source}:{s.getsockname()[1]}"
+def register(port: int, user: str, password: str, sock: socket.socket | None = None) -> int:
+    """A digest REGISTER (from 127.0.0.8, or from `sock`, which becomes the Contact); the final status."""
+    with contextlib.ExitStack() as stack:
+        if sock is None:
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+            sock.bind(("127.0.0.8", 0))
+        sock.settimeout(3)
+        sent_by = "%s:%d" % sock.getsockname()
 
         def request(cseq: int, auth: str = "") -> bytes:
             return (f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bKr{cseq}{user};rport\r\n"
@@ -57,14 +60,14 @@ def register(port: int, user: str, password: str, source: str = "127.0.0.8") -> 
                     f"CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{sent_by}>\r\nExpires: 600\r\nMax-Forwards: 70\r\n"
                     f"{auth}Content-Length: 0\r\n\r\n").encode()
 
-        s.sendto(request(1), ("127.0.0.1", port))
-        challenge = s.recv(65535)
+        sock.sendto(request(1), ("127.0.0.1", port))
+        challenge = sock.recv(65535)
         if status_of(challenge) != 401:
             return status_of(challenge)
         value = header_values(challenge, "WWW-Authenticate")[0]
         auth = f"Authorization: {digest_header(value, user, password, 'REGISTER', 'sip:example.com')}\r\n"
-        s.sendto(request(2, auth), ("127.0.0.1", port))
-        return status_of(s.recv(65535))
+        sock.sendto(request(2, auth), ("127.0.0.1", port))
+        return status_of(sock.recv(65535))
 
 
 def table_rows(output: str) -> list[list[str]]:
