@@ -14,6 +14,7 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,8 +25,9 @@ from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.proxy.core import Identity, ProxyCore
-from edgeproxy.proxy.routing import hop_for
+from edgeproxy.proxy.routing import Hop, hop_for
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
+from edgeproxy.proxy.routing import path as routing_path
 from edgeproxy.security.guard import Guard, GuardPolicy
 from edgeproxy.sip import (
     Message,
@@ -39,6 +41,8 @@ from edgeproxy.sip import (
     validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
+from edgeproxy.sip.headers import Via
+from edgeproxy.sip.ids import new_branch
 from edgeproxy.sip.transaction import (
     Action,
     ClientTransaction,
@@ -52,14 +56,15 @@ from edgeproxy.sip.transaction import (
 )
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
-from edgeproxy.sip.validate import check_forwardable, require_extensions
+from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
 from edgeproxy.state.factory import Stores, open_stores
-from edgeproxy.transport.base import Source, Target
+from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
 from registrar.auth import Authenticator
 from registrar.bindings import ExpiryPolicy, aor_of
 from registrar.service import Registrar
+from registrar.throttle import Forward, Throttle
 
 log = structlog.get_logger(__name__)
 
@@ -79,6 +84,14 @@ def response_target(source: Source, req: Request) -> Target | None:
     host = (via.received or source.remote[0]).strip("[]")
     port = via.port or default_port(via.transport)
     return Target(source.transport, (host, port), source.connection)
+
+
+@dataclass(slots=True)
+class Upstream:
+    """A client's REGISTER waiting for the upstream registrar's answer."""
+
+    server: ServerTransaction
+    forward: Forward
 
 
 class EdgeProxy:
@@ -114,6 +127,7 @@ class EdgeProxy:
                                    d.up_after)
         self._note_backend_addresses()
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
+        self.throttle: Throttle | None = None  # likewise
         self.prober: Prober | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
@@ -158,10 +172,31 @@ class EdgeProxy:
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.resolver,
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout)
+        if self.config.throttle.mode != "off":
+            self.throttle = self._throttle(identity)
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise, identity.user_agent)
             self._probe_task = self.loop.create_task(self._probing())
+
+    def _throttle(self, identity: Identity) -> Throttle:
+        cfg = self.config.throttle
+        hop = hop_for(parse_uri(cfg.upstream))
+        port = identity.record_route_port(hop.transport)
+
+        def path(source: Source) -> str:
+            return routing_path(identity.advertise, port, hop.transport,
+                                Hop(source.transport, source.remote[0], source.remote[1]))
+
+        def edge_contact(user: str) -> str:
+            port_part = "" if port == default_port(hop.transport) else f":{port}"
+            tparam = "" if hop.transport == "udp" else f";transport={hop.transport}"
+            return f"sip:{user}@{identity.advertise}{port_part}{tparam}"
+
+        reg = self.config.registrar
+        policy = ExpiryPolicy(min(reg.min_expires, cfg.client_expires), cfg.client_expires, cfg.client_expires)
+        return Throttle(cfg.mode, policy, cfg.upstream_expires, self.stores.location, self.stores.upstream,
+                        self.config.server.instance_id, self.domain_of, path, edge_contact, reg.max_contacts)
 
     async def _probing(self) -> None:
         assert self.prober is not None
@@ -194,6 +229,8 @@ class EdgeProxy:
 
     def _note_backend_addresses(self) -> None:
         hops = [backend.hop for backend in self.backends.backends]
+        if self.config.throttle.upstream:
+            hops.append(hop_for(parse_uri(self.config.throttle.upstream)))  # the upstream registrar calls users
         self._backend_addrs = {(hop.host.strip("[]"), hop.port) for hop in hops}
         self._backend_hosts = {host for host, _ in self._backend_addrs}
 
@@ -314,11 +351,11 @@ class EdgeProxy:
             return  # an ACK that matched no transaction (handled in _receive)
         if req.method == "CANCEL":
             self._cancel(txn, req)
-        elif req.method == "REGISTER" and self.registrar is not None and not req.has("Route"):
+        elif req.method == "REGISTER" and (self.registrar or self.throttle) and not req.has("Route"):
             if not self.local_domain(req.uri.host):
                 self.respond(txn, make_response(req, 403, "Forbidden (not our domain)"))
             else:
-                self._spawn(txn, self._register(txn, req))
+                self._spawn(txn, self._throttled(txn, req) if self.throttle else self._register(txn, req))
         elif req.method == "OPTIONS" and not req.has("Route") and self._uri_is_ours(req.uri):
             self._spawn(txn, self._options(txn, req))
         elif (self.auth and req.to.tag is None and not self.trusted(txn.peer)
@@ -367,6 +404,48 @@ class EdgeProxy:
                 self.pinger.watch(source.remote, time.time() + longest)
             else:
                 self.pinger.unwatch(source.remote)
+
+    async def _throttled(self, txn: ServerTransaction, req: Request) -> None:
+        """REGISTER through the mid-registrar: answered here, or sent upstream first."""
+        assert self.throttle is not None
+        source: Source = txn.peer
+        try:
+            check_forwardable(req)
+            if self.config.throttle.authenticate and self.auth is not None:
+                await self.auth.authenticate(req, source_ip=source.remote[0])
+            plan = await self.throttle.plan(req, source)
+        except SipError as err:
+            self.respond(txn, make_response(req, err.status, err.reason, err.headers))
+            return
+        if isinstance(plan, Response):
+            self.respond(txn, plan)
+            return
+        fwd = plan.request
+        if self.config.throttle.authenticate:
+            fwd.remove("Authorization")  # ours, checked here: the upstream trusts the edge
+        decrement_max_forwards(fwd)
+        hops = await self.resolver.resolve(parse_uri(self.config.throttle.upstream))
+        if not hops:
+            self.respond(txn, make_response(req, 503, "Service Unavailable (upstream registrar)",
+                                            [("Retry-After", "5")]))
+            return
+        hop = hops[0]
+        assert self.proxy is not None
+        host, port = self.proxy.identity.via_host(hop.transport)
+        fwd.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
+                         {"branch": new_branch(), "rport": None}))
+        try:
+            upstream, actions = self.transactions.start_client(fwd, hop.transport in RELIABLE, self.loop.time(),
+                                                               Target(hop.transport, (hop.host, hop.port)))
+        except SipError as err:
+            self.respond(txn, make_response(req, err.status, err.reason, err.headers))
+            return
+        upstream.context = Upstream(txn, plan)
+        self._run(actions)
+
+    async def _upstream_answered(self, pending: Upstream, resp: Response) -> None:
+        assert self.throttle is not None
+        self.respond(pending.server, await self.throttle.answered(pending.forward, resp))
 
     async def _authenticated(self, txn: ServerTransaction, req: Request) -> None:
         """RFC 3261 §22.3: a proxy challenges with 407 before acting for a client."""
@@ -483,6 +562,9 @@ class EdgeProxy:
                 if isinstance(txn.context, Probe):
                     assert self.prober is not None
                     self.prober.answered(txn.context, msg)
+                elif isinstance(txn.context, Upstream):
+                    if msg.status >= 200:
+                        self._spawn(txn.context.server, self._upstream_answered(txn.context, msg))
                 elif self.proxy is not None:
                     self.proxy.on_response(txn, msg)
             elif self.proxy is not None:
@@ -493,6 +575,10 @@ class EdgeProxy:
             if isinstance(txn.context, Probe):
                 assert self.prober is not None
                 self.prober.timed_out(txn.context)
+            elif isinstance(txn.context, Upstream):
+                server = txn.context.server
+                if server.state in (State.TRYING, State.PROCEEDING):
+                    self.respond(server, make_response(server.request, 408, "Request Timeout (upstream registrar)"))
             elif self.proxy is not None:
                 self.proxy.on_timeout(txn)
         else:

@@ -225,6 +225,18 @@ class BackendSpec:
     weight: int = 1
 
 
+def _server_uri(value: Any, key: str) -> str:
+    """A SIP server's URI (no user part): a backend, an upstream registrar."""
+    uri = _str(value, key)
+    try:
+        parsed = parse_uri(uri)
+    except SipError:
+        parsed = None
+    if parsed is None or not parsed.is_sip or parsed.user is not None:
+        raise ConfigError(f"{key}: expected sip:HOST[:PORT][;transport=…], got {uri!r}")
+    return uri
+
+
 def _backends(value: Any, key: str) -> list[BackendSpec]:
     if not isinstance(value, list):
         raise ConfigError(f"{key}: expected [[dispatcher.backends]] tables, got {value!r}")
@@ -236,13 +248,7 @@ def _backends(value: Any, key: str) -> list[BackendSpec]:
         unknown = set(item) - {"uri", "weight"}
         if unknown:
             raise ConfigError(f"{where}.{min(unknown)}: unknown key (known: uri, weight)")
-        uri = _str(item.get("uri"), f"{where}.uri")
-        try:
-            parsed = parse_uri(uri)
-        except SipError:
-            parsed = None
-        if parsed is None or not parsed.is_sip or parsed.user is not None:
-            raise ConfigError(f"{where}.uri: expected sip:HOST[:PORT][;transport=…], got {uri!r}")
+        uri = _server_uri(item.get("uri"), f"{where}.uri")
         weight = _number(0, 1000, True)(item.get("weight", 1), f"{where}.weight")
         out.append(BackendSpec(uri, weight))
     return out
@@ -277,6 +283,21 @@ class SecurityConfig:
     max_tracked: int = field(default=100_000, metadata=_check(_number(100, 100_000_000, True)))
 
 
+def _opt_server_uri(value: Any, key: str) -> str:
+    return "" if value == "" else _server_uri(value, key)
+
+
+@dataclass(slots=True)
+class ThrottleConfig:
+    """REGISTER throttling (the edge as a mid-registrar in front of an upstream registrar)."""
+
+    mode: str = field(default="off", metadata=_check(_choice("off", "mirror", "contact", "aor")))
+    upstream: str = field(default="", metadata=_check(_opt_server_uri))  # the registrar REGISTERs go to
+    client_expires: int = field(default=60, metadata=_check(_number(1, 86400, True)))
+    upstream_expires: int = field(default=3600, metadata=_check(_number(1, 2**31 - 1, True)))
+    authenticate: bool = field(default=False, metadata=_check(_bool))  # also challenge clients here
+
+
 @dataclass(slots=True)
 class LogConfig:
     level: str = field(default="info", metadata=_check(_choice("debug", "info", "warning", "error")))
@@ -293,6 +314,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
+    throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -324,7 +346,7 @@ def _section(raw: Any, name: str, cls: type) -> Any:
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
     "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig,
-    "dispatcher": DispatcherConfig, "log": LogConfig,
+    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "log": LogConfig,
 }
 
 
@@ -356,6 +378,12 @@ def _cross_checks(config: Config) -> None:
             load_users_file(reg.users, config.realm)
         except UsersFileError as err:
             raise ConfigError(f"registrar.users: {err}") from None
+    throttle = config.throttle
+    if throttle.mode != "off" and not throttle.upstream:
+        raise ConfigError(f'throttle.upstream: required by throttle.mode = "{throttle.mode}"')
+    if throttle.mode != "off" and throttle.client_expires > throttle.upstream_expires:
+        raise ConfigError(f"throttle.client_expires: {throttle.client_expires} is above throttle.upstream_expires "
+                          f"{throttle.upstream_expires}")
     if config.state.backend == "redis" and not config.state.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"state.redis_url: expected redis://HOST:PORT/DB, got {config.state.redis_url!r}")
 

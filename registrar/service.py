@@ -47,6 +47,21 @@ def http_date(second: int) -> str:
     return formatdate(second, usegmt=True)
 
 
+def origin_of(req: Request, source: Source, instance_id: str, path: tuple[str, ...] = ()) -> Origin:
+    return Origin(call_id=req.call_id, cseq=req.cseq.number, path=path,
+                  source=f"{source.transport}:{source.remote[0]}:{source.remote[1]}",
+                  behind_nat=behind_nat(req, source), edge=instance_id, user_agent=req.get("User-Agent") or "")
+
+
+def registered(req: Request, bindings: list[Binding], now: float, echo_path: bool = False) -> Response:
+    """The 200 to a REGISTER: every current binding with its remaining time."""
+    headers = [("Contact", contact_value(b, now)) for b in bindings]
+    if echo_path:
+        headers += [("Path", p) for p in req.values("Path")]
+    headers += [("Supported", "path"), ("Date", http_date(int(now)))]
+    return make_response(req, 200, headers=headers)
+
+
 class Registrar:
     def __init__(self, store: LocationStore, auth: Authenticator | None, policy: ExpiryPolicy, max_contacts: int,
                  instance_id: str, is_local: Callable[[str], bool], domain_of: Callable[[str], str] = str.lower,
@@ -83,25 +98,13 @@ class Registrar:
                 raise SipError(403, "Forbidden")
         requested = requested_contacts(req, self.policy)
         supports_path = "path" in (v.lower() for v in req.values("Supported"))
-        origin = Origin(
-            call_id=req.call_id, cseq=req.cseq.number,
-            path=tuple(req.values("Path")) if supports_path else (),
-            source=f"{source.transport}:{source.remote[0]}:{source.remote[1]}",
-            behind_nat=behind_nat(req, source), edge=self.instance_id, user_agent=req.get("User-Agent") or "")
+        origin = origin_of(req, source, self.instance_id, tuple(req.values("Path")) if supports_path else ())
         if requested is not None and not requested:
             bindings = await self.store.lookup(aor)  # a query: no Contact, nothing changes
         else:
             bindings = await self.store.update(
                 aor, lambda current: apply_register(current, requested, origin, self.clock(), self.max_contacts))
-        return self._ok(req, bindings, supports_path)
-
-    def _ok(self, req: Request, bindings: list[Binding], supports_path: bool) -> Response:
-        now = self.clock()
-        headers = [("Contact", contact_value(b, now)) for b in bindings]
-        if supports_path:
-            headers += [("Path", p) for p in req.values("Path")]
-        headers += [("Supported", "path"), ("Date", http_date(int(now)))]
-        return make_response(req, 200, headers=headers)
+        return registered(req, bindings, self.clock(), supports_path)
 
     async def lookup(self, aor: str) -> list[Binding]:
         """Contacts of an AoR for the proxy, highest q first (with Path and NAT facts)."""

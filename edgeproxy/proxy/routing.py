@@ -68,6 +68,11 @@ def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
             break
         req.pop_first_value("Route")
         removed = True
+        alias = top.uri.params.get(ALIAS)
+        if alias and ALIAS not in req.uri.params:
+            # our Path entry (RFC 3327) named where the client really is (Kamailio's
+            # add_path_received): the Request-URI carries it on, like a Contact alias
+            req.uri = f"{req.uri_text};{ALIAS}={alias}"
     return removed
 
 
@@ -126,7 +131,8 @@ ALIAS = "alias"
 
 
 def add_contact_alias(contact_uri: str, transport: str, ip: str, port: int) -> str:
-    """nathelper's add_contact_alias: remember where the UA really is, in its Contact."""
+    """nathelper's add_contact_alias: remember where the UA really is, in its Contact
+    (or in our own Path entry: see preprocess_routes)."""
     host = f"[{ip}]" if ":" in ip else ip
     return f"{contact_uri};{ALIAS}={host}~{port}~{_PROTO[transport]}"
 
@@ -148,3 +154,12 @@ def take_alias(req: Request) -> Hop | None:
 
 _PROTO = {"udp": "1", "tcp": "2", "tls": "3", "ws": "5", "wss": "6"}
 _PROTO_BY_NUMBER = {v: k for k, v in _PROTO.items()}
+
+
+def path(host: str, port: int, transport: str, client: Hop) -> str:
+    """Our Path entry (RFC 3327) on a REGISTER passed upstream: any instance
+    (`host` is the advertised name) takes the requests that come back through
+    it, and the alias says where the client really is (behind NAT, or on a
+    connection)."""
+    uri = record_route(host, port, transport, False)[1:-1]
+    return f"<{add_contact_alias(uri, client.transport, client.host, client.port)}>"

@@ -112,22 +112,28 @@ class RedisBanList(MemoryBanList):
     async def start(self) -> None:
         """Load the bans in force, then follow new ones (until close)."""
         self._listener = asyncio.get_running_loop().create_task(self._follow())
-        await asyncio.wait_for(self._subscribed.wait(), 5.0)
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), 5.0)
+        except TimeoutError:
+            log.warning("starting without the shared bans: Redis does not answer")
 
     async def _follow(self) -> None:
+        retry = 0.5
         while True:
             try:
                 async with self.client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
                     await self._load()  # after subscribing: no ban falls between the two
                     self._subscribed.set()
+                    retry = 0.5
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self._received(message["data"])
             except (RedisError, OSError) as err:
-                log.warning("ban channel lost", error=str(err))
+                log.warning("ban channel lost", error=str(err), retry_in=retry)
                 self._subscribed.set()  # start up without the shared bans rather than not at all
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, 10.0)
 
     async def _load(self) -> None:
         """Startup only (never in the request path): the bans already in Redis."""

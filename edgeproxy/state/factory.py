@@ -9,7 +9,8 @@ from edgeproxy.security.bans import BanList, MemoryBanList, RedisBanList
 
 from .location import LocationStore, MemoryLocationStore
 from .nonces import MemoryNonceCounter, NonceCounter
-from .redis_store import RedisLocationStore, RedisNonceCounter, RedisUserStore, connect
+from .redis_store import RedisLocationStore, RedisNonceCounter, RedisUpstreamStore, RedisUserStore, connect
+from .upstream import MemoryUpstreamStore, UpstreamStore
 from .users import MemoryUserStore, UserStore, load_users_file
 
 
@@ -19,9 +20,10 @@ class Stores:
     nonces: NonceCounter
     users: UserStore
     bans: BanList
+    upstream: UpstreamStore
 
     async def close(self) -> None:
-        for store in (self.location, self.nonces, self.users, self.bans):  # closing a shared client twice is harmless
+        for store in (self.location, self.nonces, self.users, self.bans, self.upstream):  # closing a shared client twice is harmless
             await store.close()
 
 
@@ -31,9 +33,10 @@ def open_stores(config: Config) -> Stores:
     file_users = MemoryUserStore(load_users_file(users_file, config.realm)) if users_file not in ("", "redis") else None
     if config.state.backend == "memory":
         return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore(),
-                      MemoryBanList(config.security.max_tracked))
+                      MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors))
     client = connect(config.state.redis_url)
     prefix = config.state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
                   file_users or RedisUserStore(client, prefix),
-                  RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked))
+                  RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked),
+                  RedisUpstreamStore(client, prefix))

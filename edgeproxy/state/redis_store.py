@@ -8,6 +8,8 @@ SCAN in the request path):
                           TTL = the latest binding expiry
   {prefix}nc:{<nonce>}    string: highest digest nonce-count seen; TTL = nonce lifetime
   {prefix}user:{<name>}   hash: ha1_md5, ha1_sha256 (written by the operator)
+  {prefix}up:{<aor>}      string: JSON of what the edge registered upstream for the
+                          AoR (REGISTER throttling); TTL = until that lapses
 
 Writes to a location key are compare-and-set: read, compute, then a Lua
 script writes only if the value is still the one read (retried otherwise).
@@ -29,6 +31,7 @@ from redis.exceptions import RedisError
 
 from .errors import StoreError, StoreFull
 from .location import Binding, Change, by_q, live
+from .upstream import UpstreamRegistration
 from .users import Credentials
 
 _CAS = """
@@ -178,6 +181,43 @@ class RedisUserStore:
         mapping: dict[str | bytes, str] = {
             k: v for k, v in (("ha1_md5", creds.ha1_md5), ("ha1_sha256", creds.ha1_sha256)) if v}
         await self.client.hset(self.key(username), mapping=mapping)  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class RedisUpstreamStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ep:", clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+
+    def key(self, aor: str) -> str:
+        return f"{self.prefix}up:{{{aor}}}"
+
+    async def get(self, aor: str) -> UpstreamRegistration | None:
+        try:
+            raw = _text(await self.client.get(self.key(aor)))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+        reg = UpstreamRegistration.decode(raw) if raw else None
+        return reg if reg is not None and reg.until > self.clock() else None
+
+    async def put(self, aor: str, reg: UpstreamRegistration) -> None:
+        ttl_ms = math.ceil((reg.until - self.clock()) * 1000)
+        try:
+            if ttl_ms > 0:
+                await self.client.set(self.key(aor), reg.encode(), px=ttl_ms)
+            else:
+                await self.client.delete(self.key(aor))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+
+    async def delete(self, aor: str) -> None:
+        try:
+            await self.client.delete(self.key(aor))
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -52,7 +52,8 @@ def register(port: int, user: str, password: str, sock: socket.socket | None = N
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
             sock.bind(("127.0.0.8", 0))
         sock.settimeout(3)
-        sent_by = "%s:%d" % sock.getsockname()
+        host, port_ = sock.getsockname()
+        sent_by = f"{host}:{port_}"
 
         def request(cseq: int, auth: str = "") -> bytes:
             return (f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {sent_by};branch=z9hG4bKr{cseq}{user};rport\r\n"
