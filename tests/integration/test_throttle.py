@@ -65,11 +65,12 @@ class Relay:
 
 
 @contextmanager
-def deployment(tmp_path: pathlib.Path, mode: str, edges: int = 1, redis_url: str = "",
-               client_expires: int = 30, upstream_expires: int = 600) -> Iterator[tuple[Proxy, Relay, list[Proxy]]]:
+def deployment(tmp_path: pathlib.Path, mode: str, edges: int = 1, redis_url: str = "", client_expires: int = 30,
+               upstream_expires: int = 600, users: pathlib.Path | None = None) -> Iterator[tuple[Proxy, Relay, list[Proxy]]]:
     """The upstream registrar (auth on), the relay, and `edges` throttling edges in front."""
-    users = tmp_path / "users.toml"
-    users.write_text("[users]\n" + "".join(f'{u} = {{ password = "{p}" }}\n' for u, p in USERS.items()))
+    if users is None:
+        users = tmp_path / "users.toml"
+        users.write_text("[users]\n" + "".join(f'{u} = {{ password = "{p}" }}\n' for u, p in USERS.items()))
     upstream_cfg = (f'domains = ["example.com"]\n[registrar]\nusers = "{users}"\nalgorithms = ["MD5"]\n'
                     f'secret = "up"\nmin_expires = 1\n[security]\ntrusted = ["127.0.0.2/32"]\n')
     state = f'[state]\nbackend = "redis"\nredis_url = "{redis_url}"\n' if redis_url else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from edgeproxy.state.errors import StoreFull
 from edgeproxy.state.location import Binding, LocationStore, MemoryLocationStore
 from edgeproxy.state.nonces import MemoryNonceCounter, NonceCounter
-from edgeproxy.state.redis_store import RedisLocationStore, RedisNonceCounter, RedisUserStore, connect
+from edgeproxy.state.redis_store import (
+    RedisLocationStore,
+    RedisNonceCounter,
+    RedisUpstreamStore,
+    RedisUserStore,
+    connect,
+)
+from edgeproxy.state.upstream import MemoryUpstreamStore, UpstreamRegistration, UpstreamStore
 from edgeproxy.state.users import Credentials, MemoryUserStore, credentials_for_password
 
 
@@ -167,3 +175,47 @@ async def test_stale_write_cache_loses_nothing(redis_server: str, clock: Clock) 
     assert sorted(x.contact for x in await b.lookup("dup@x")) == ["sip:a2@h", "sip:a@h", "sip:b@h"]
     for store in (a, b):
         await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def upstream(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[UpstreamStore]:
+    if request.param == "memory":
+        store: UpstreamStore = MemoryUpstreamStore(clock=clock)
+    else:
+        client = connect(request.getfixturevalue("redis_server"))
+        await client.flushdb()
+        store = RedisUpstreamStore(client, clock=clock)
+    yield store
+    await store.close()
+
+
+async def test_upstream_registration_round_trip_and_lapse(upstream: UpstreamStore, clock: Clock) -> None:
+    assert await upstream.get("alice@example.com") is None
+    reg = UpstreamRegistration(clock.now + 600, ["sip:alice@10.0.0.5:5060"], "cid-1", 7)
+    await upstream.put("alice@example.com", reg)
+    assert await upstream.get("alice@example.com") == reg
+    assert await upstream.get("bob@example.com") is None
+    clock.now += 601
+    assert await upstream.get("alice@example.com") is None  # lapsed upstream: the next REGISTER goes there
+
+
+async def test_upstream_registration_delete(upstream: UpstreamStore, clock: Clock) -> None:
+    await upstream.put("alice@example.com", UpstreamRegistration(clock.now + 600))
+    await upstream.delete("alice@example.com")
+    assert await upstream.get("alice@example.com") is None
+
+
+async def test_redis_upstream_key_has_the_registration_ttl(redis_server: str, clock: Clock) -> None:
+    client = connect(redis_server)
+    await client.flushdb()
+    store = RedisUpstreamStore(client)
+    await store.put("alice@example.com", UpstreamRegistration(time.time() + 600))
+    assert 598_000 <= await client.pttl("ep:up:{alice@example.com}") <= 600_000
+    await store.close()
+
+
+async def test_memory_upstream_store_is_bounded(clock: Clock) -> None:
+    store = MemoryUpstreamStore(max_aors=10, clock=clock)
+    for i in range(50):
+        await store.put(f"u{i}@example.com", UpstreamRegistration(clock.now + 600))
+    assert len(store) == 10 and await store.get("u49@example.com") is not None
