@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from .bans import BanList
+from edgeproxy.state.bans import BanList
+
 from .ratelimit import WindowCounter
 from .scanners import ScannerMatcher
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeproxy.config import Config
-from edgeproxy.security.bans import BanList, MemoryBanList, RedisBanList
+from edgeproxy.state.bans import BanList, MemoryBanList, RedisBanList
 
 from .location import LocationStore, MemoryLocationStore
 from .nonces import MemoryNonceCounter, NonceCounter

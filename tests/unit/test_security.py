@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edgeproxy.security.bans import BanList, MemoryBanList, RedisBanList
 from edgeproxy.security.guard import Guard, GuardPolicy
 from edgeproxy.security.ratelimit import WindowCounter
 from edgeproxy.security.scanners import DEFAULT_SCANNERS, ScannerMatcher
 from edgeproxy.sip import Request, SipError, make_response, parse_message
 from edgeproxy.sip.transaction import ServerTransaction
 from edgeproxy.sip.transactions import TransactionLayer
+from edgeproxy.state.bans import BanList, MemoryBanList, RedisBanList
 from edgeproxy.state.nonces import MemoryNonceCounter
 from edgeproxy.state.redis_store import connect
 from edgeproxy.state.users import MemoryUserStore, credentials_for_password
