@@ -29,6 +29,10 @@ async def serve(config: Config) -> int:
     app = EdgeProxy(config)
     try:
         await app.start()
+        if config.metrics.listen:
+            from edgeproxy.observability.metrics import serve_metrics
+
+            serve_metrics(config.metrics.listen)
     except OSError as err:
         log.error("cannot listen", error=str(err))
         await app.close()

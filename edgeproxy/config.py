@@ -298,6 +298,26 @@ class ThrottleConfig:
     authenticate: bool = field(default=False, metadata=_check(_bool))  # also challenge clients here
 
 
+def _opt_address(value: Any, key: str) -> str:
+    if value == "":
+        return ""
+    text = _str(value, key)
+    host, sep, port = text.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        ok = bool(sep) and 0 < int(port) < 65536
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key}: expected IP:PORT (IPv6 in brackets), got {text!r}")
+    return text
+
+
+@dataclass(slots=True)
+class MetricsConfig:
+    listen: str = field(default="", metadata=_check(_opt_address))  # Prometheus endpoint; empty: none
+
+
 @dataclass(slots=True)
 class LogConfig:
     level: str = field(default="info", metadata=_check(_choice("debug", "info", "warning", "error")))
@@ -315,6 +335,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @property
@@ -346,7 +367,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
     "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig,
-    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "log": LogConfig,
+    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "metrics": MetricsConfig,
+    "log": LogConfig,
 }
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from edgeproxy.observability.metrics import REGISTERS
 from edgeproxy.sip import Request, Response, make_response
 from edgeproxy.sip.headers import parse_name_addr
 from edgeproxy.sip.ids import new_call_id, new_tag
@@ -52,13 +53,6 @@ class Forward:
     origin: Origin
 
 
-@dataclass(slots=True)
-class Counters:
-    received: int = 0
-    absorbed: int = 0
-    forwarded: int = 0
-
-
 class Throttle:
     def __init__(self, mode: str, client_policy: ExpiryPolicy, upstream_expires: int, location: LocationStore,
                  upstream: UpstreamStore, instance_id: str, domain_of: Callable[[str], str],
@@ -75,13 +69,12 @@ class Throttle:
         self.edge_contact = edge_contact  # aor mode: our Contact URI for a user part
         self.max_contacts = max_contacts
         self.clock = clock
-        self.counters = Counters()
         # refresh upstream this long before the client's next refresh would find it lapsed
         self.margin = max(1.0, client_policy.default_expires * 0.2)
 
     async def plan(self, req: Request, source: Source) -> Response | Forward:
         """Our answer to a client's REGISTER, or what to send upstream first."""
-        self.counters.received += 1
+        REGISTERS.labels("received").inc()
         aor = aor_of(req.to.uri, self.domain_of)
         requested = requested_contacts(req, self.policy)
         origin = origin_of(req, source, self.instance_id)
@@ -129,14 +122,14 @@ class Throttle:
         return registered(fwd.client, bindings, now)
 
     async def _absorb(self, req: Request, aor: str, requested: list[Requested] | None, origin: Origin) -> Response:
-        self.counters.absorbed += 1
+        REGISTERS.labels("absorbed").inc()
         bindings = await self.location.update(
             aor, lambda current: apply_register(current, requested, origin, self.clock(), self.max_contacts))
         return registered(req, bindings, self.clock())
 
     def _forward(self, request: Request, client: Request, aor: str, requested: list[Requested] | None,
                  origin: Origin) -> Forward:
-        self.counters.forwarded += 1
+        REGISTERS.labels("forwarded").inc()
         return Forward(request, client, aor, requested, origin)
 
     def _relayed(self, req: Request, source: Source, expires: int | None = None) -> Request:

@@ -21,6 +21,8 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from edgeproxy.observability.metrics import BANS
+
 log = structlog.get_logger(__name__)
 
 
@@ -60,6 +62,7 @@ class MemoryBanList:
 
     def ban(self, key: str, seconds: float, reason: str) -> None:
         log.warning("banned", key=key, seconds=seconds, reason=reason)
+        BANS.labels(reason).inc()
         self._record(key, seconds)
 
     def _record(self, key: str, seconds: float) -> None:

@@ -66,7 +66,8 @@ class Relay:
 
 @contextmanager
 def deployment(tmp_path: pathlib.Path, mode: str, edges: int = 1, redis_url: str = "", client_expires: int = 30,
-               upstream_expires: int = 600, users: pathlib.Path | None = None) -> Iterator[tuple[Proxy, Relay, list[Proxy]]]:
+               upstream_expires: int = 600, users: pathlib.Path | None = None,
+               extra: str = "") -> Iterator[tuple[Proxy, Relay, list[Proxy]]]:
     """The upstream registrar (auth on), the relay, and `edges` throttling edges in front."""
     if users is None:
         users = tmp_path / "users.toml"
@@ -81,7 +82,7 @@ def deployment(tmp_path: pathlib.Path, mode: str, edges: int = 1, redis_url: str
         edge_cfg = (f'domains = ["example.com"]\n[registrar]\nauth = false\n{state}'
                     f'[security]\ntrusted = ["127.0.0.1/32"]\n'
                     f'[throttle]\nmode = "{mode}"\nupstream = "sip:127.0.0.1:{relay.port}"\n'
-                    f'client_expires = {client_expires}\nupstream_expires = {upstream_expires}\n')
+                    f'client_expires = {client_expires}\nupstream_expires = {upstream_expires}\n{extra}')
         front = [stack.enter_context(running_proxy(edge_cfg)) for _ in range(edges)]
         yield upstream, relay, front
 
@@ -123,8 +124,19 @@ def call(upstream: Proxy, user: str, call_id: str) -> UA:
     return pbx
 
 
+def metric(port: int, sample: str) -> float:
+    """One sample (`name{label="value"}`) from the instance's Prometheus endpoint."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")]
+    return values[0] if values else 0.0
+
+
 def test_contact_mode_absorbs_refreshes(tmp_path: pathlib.Path) -> None:
-    with deployment(tmp_path, "contact") as (upstream, relay, (edge,)):
+    metrics_port = free_port()
+    with deployment(tmp_path, "contact", extra=f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n') as (
+            upstream, relay, (edge,)):
         phone = Phone("127.0.0.3", "alice")
         reply = phone.register(edge.port)
         assert status_of(reply) == 200 and contact_expires(reply) == [30]  # the client's lifetime, not 600
@@ -146,6 +158,9 @@ def test_contact_mode_absorbs_refreshes(tmp_path: pathlib.Path) -> None:
         assert relay.counts["200 REGISTER"] == 4
         pbx = call(upstream, "alice", "c-2")
         assert status_of(pbx.recv()) == 480  # the upstream knows alice is gone
+        counted = {outcome: metric(metrics_port, f'edgeproxy_throttle_registers_total{{outcome="{outcome}"}}')
+                   for outcome in ("received", "absorbed", "forwarded")}
+        assert counted == {"received": 13, "absorbed": 5, "forwarded": 8}, counted
 
 
 def test_contact_mode_refreshes_upstream_before_it_lapses(tmp_path: pathlib.Path) -> None:
