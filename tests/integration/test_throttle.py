@@ -30,6 +30,7 @@ class Relay:
         self.inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # faces the upstream
         self.inner.bind(("127.0.0.1", 0))
         self.counts: Counter[str] = Counter()
+        self.requests: list[bytes] = []  # what the edge sent upstream
         self.edge: tuple[str, int] | None = None
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._pump, args=(self.outer, True), daemon=True),
@@ -50,6 +51,7 @@ class Relay:
             if outward:
                 self.edge = peer
                 self.counts[first.split(b" ", 1)[0].decode(errors="replace")] += 1
+                self.requests.append(data)
                 self.inner.sendto(data, self.upstream)
             elif self.edge is not None:
                 if first.startswith(b"SIP/2.0 200") and b"REGISTER" in data.split(b"\r\n\r\n")[0]:
@@ -203,6 +205,38 @@ def test_mirror_mode_forwards_everything_and_routes_back(tmp_path: pathlib.Path)
         assert relay.counts["200 REGISTER"] == 2
         call(upstream, "bob", "m-1")
         assert method_of(phone.recv()) == "INVITE"
+        assert status_of(phone.register(edge.port, expires=0)) == 200
+        pbx = call(upstream, "bob", "m-2")
+        assert status_of(pbx.recv()) == 480  # un-registered upstream at once
+
+
+def test_edge_can_authenticate_clients_itself(tmp_path: pathlib.Path) -> None:
+    """With throttle.authenticate the edge challenges; the upstream (trusting the edge) sees no credentials."""
+    users = tmp_path / "edge-users.toml"
+    users.write_text('[users]\nalice = { password = "a-secret" }\n')
+    open_upstream = 'domains = ["example.com"]\n[registrar]\nauth = false\nmin_expires = 1\n'
+    with running_proxy(open_upstream) as upstream:
+        relay = Relay(upstream.port)
+        edge_cfg = (f'domains = ["example.com"]\n[registrar]\nusers = "{users}"\nalgorithms = ["MD5"]\n'
+                    f'secret = "edge"\n[throttle]\nmode = "contact"\nupstream = "sip:127.0.0.1:{relay.port}"\n'
+                    'authenticate = true\n')
+        try:
+            with running_proxy(edge_cfg) as edge:
+                phone = Phone("127.0.0.3", "alice")
+                first = phone._send_register(edge.port, 300, None, "")
+                assert status_of(first) == 401 and relay.counts["REGISTER"] == 0  # the edge's own challenge
+                assert status_of(phone.register(edge.port)) == 200
+                assert relay.counts["REGISTER"] == 1 and relay.counts["200 REGISTER"] == 1
+                assert b"\r\nAuthorization:" not in relay.requests[0] and b"\r\nPath: <sip:" in relay.requests[0]
+                USERS["mallory"] = "guess"
+                try:
+                    intruder = Phone("127.0.0.4", "mallory")
+                    assert status_of(intruder.register(edge.port)) == 401  # unknown here: never reaches upstream
+                finally:
+                    del USERS["mallory"]
+                assert relay.counts["REGISTER"] == 1
+        finally:
+            relay.close()
 
 
 @pytest.mark.parametrize("mode", ["contact", "aor"])
