@@ -25,7 +25,7 @@ from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.proxy.core import Identity, ProxyCore
-from edgeproxy.proxy.routing import Hop, hop_for
+from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
 from edgeproxy.proxy.routing import path as routing_path
 from edgeproxy.security.guard import Guard, GuardPolicy
@@ -41,7 +41,7 @@ from edgeproxy.sip import (
     validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
-from edgeproxy.sip.headers import Via
+from edgeproxy.sip.headers import Via, parse_name_addr
 from edgeproxy.sip.ids import new_branch
 from edgeproxy.sip.transaction import (
     Action,
@@ -61,9 +61,10 @@ from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
+from presence.service import Notify, PresenceService
 from registrar.auth import Authenticator
 from registrar.bindings import ExpiryPolicy, aor_of
-from registrar.service import Registrar
+from registrar.service import Registrar, behind_nat
 from registrar.throttle import Forward, Throttle
 
 log = structlog.get_logger(__name__)
@@ -84,6 +85,13 @@ def response_target(source: Source, req: Request) -> Target | None:
     host = (via.received or source.remote[0]).strip("[]")
     port = via.port or default_port(via.transport)
     return Target(source.transport, (host, port), source.connection)
+
+
+@dataclass(slots=True)
+class Notifying:
+    """A NOTIFY of this subscription is under way."""
+
+    key: str
 
 
 @dataclass(slots=True)
@@ -128,6 +136,8 @@ class EdgeProxy:
         self._note_backend_addresses()
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
         self.throttle: Throttle | None = None  # likewise
+        self.presence: PresenceService | None = None  # likewise
+        self._expiry_task: asyncio.Task[None] | None = None
         self.prober: Prober | None = None
         self._probe_task: asyncio.Task[None] | None = None
 
@@ -174,6 +184,9 @@ class EdgeProxy:
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout)
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
+        if self.config.presence.enabled:
+            self.presence = self._presence_service(identity)
+            self._expiry_task = self.loop.create_task(self._expiring())
         if self.backends:
             host, port = identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, identity.advertise, identity.user_agent)
@@ -197,6 +210,24 @@ class EdgeProxy:
         policy = ExpiryPolicy(min(reg.min_expires, cfg.client_expires), cfg.client_expires, cfg.client_expires)
         return Throttle(cfg.mode, policy, cfg.upstream_expires, self.stores.location, self.stores.upstream,
                         self.config.server.instance_id, self.domain_of, path, edge_contact, reg.max_contacts)
+
+    def _presence_service(self, identity: Identity) -> PresenceService:
+        cfg = self.config.presence
+        host, port = identity.advertise, identity.record_route_port("udp")
+        contact = f"sip:{host}:{port}"
+        return PresenceService(self.stores.publications, self.stores.subscriptions,
+                               ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
+                               frozenset(cfg.events), self.domain_of, lambda: contact)
+
+    async def _expiring(self) -> None:
+        """Once a second: the final NOTIFY of every subscription that ran out."""
+        assert self.presence is not None
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._send_notifies(await self.presence.expire())
+            except Exception:
+                log.exception("subscription expiry failed")
 
     async def _probing(self) -> None:
         assert self.prober is not None
@@ -245,8 +276,9 @@ class EdgeProxy:
 
     async def close(self) -> None:
         self.pinger.stop()
-        if self._probe_task is not None:
-            self._probe_task.cancel()
+        for task in (self._probe_task, self._expiry_task):
+            if task is not None:
+                task.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for task in list(self._tasks):
@@ -358,6 +390,8 @@ class EdgeProxy:
                 self._spawn(txn, self._throttled(txn, req) if self.throttle else self._register(txn, req))
         elif req.method == "OPTIONS" and not req.has("Route") and self._uri_is_ours(req.uri):
             self._spawn(txn, self._options(txn, req))
+        elif self.presence is not None and self.presence.serves(req) and self._for_presence(req):
+            self._spawn(txn, self._presence(txn, req))
         elif (self.auth and req.to.tag is None and not self.trusted(txn.peer)
               and (req.method in self.config.registrar.challenge_methods or self._reaches_users(req))):
             self._spawn(txn, self._authenticated(txn, req))
@@ -370,6 +404,66 @@ class EdgeProxy:
         sources or authenticated users may do that (never an open relay)."""
         return (not self.backends and req.method != "ACK" and req.uri.user is not None
                 and not req.has("Route") and self.local_domain(req.uri.host))
+
+    def _for_presence(self, req: Request) -> bool:
+        """Addressed to a user of ours (PUBLISH, a new SUBSCRIBE), or to us (a SUBSCRIBE in one of our dialogs)."""
+        if req.has("Route"):
+            return False
+        if req.to.tag is None:
+            return req.uri.user is not None and self.local_domain(req.uri.host)
+        return req.method == "SUBSCRIBE" and req.uri.user is None and self._uri_is_ours(req.uri)
+
+    async def _presence(self, txn: ServerTransaction, req: Request) -> None:
+        """PUBLISH and SUBSCRIBE: outsiders authenticate first (407); only a user publishes their own state."""
+        assert self.presence is not None
+        source: Source = txn.peer
+        if self.auth is not None and not self.trusted(source) and req.to.tag is None:
+            try:
+                user = await self.auth.authenticate(req, proxy=True, source_ip=source.remote[0])
+                if req.method == "PUBLISH" and user != aor_of(req.uri, self.domain_of).rpartition("@")[0]:
+                    raise SipError(403, "Forbidden (not your presentity)")
+            except SipError as err:
+                self.respond(txn, make_response(req, err.status, err.reason, err.headers))
+                return
+        if req.method == "PUBLISH":
+            outcome = await self.presence.publish(req)
+        else:
+            outcome = await self.presence.subscribe(req, source, behind_nat(req, source))
+        self.respond(txn, outcome.response)
+        await self._send_notifies(outcome.notifies)
+
+    async def _send_notifies(self, notifies: list[Notify]) -> None:
+        for sub, req in notifies:
+            if sub.route_set:
+                hop = hop_for(parse_name_addr(sub.route_set[0]).uri)
+            elif sub.behind_nat and sub.source:
+                hop = hop_of_source(sub.source)
+            else:
+                hops = await self.resolver.resolve(parse_uri(sub.remote_target))
+                if not hops:
+                    log.info("NOTIFY not sent: watcher does not resolve", target=sub.remote_target)
+                    continue
+                hop = hops[0]
+            self._start_request(req, hop, Notifying(sub.key))
+
+    def _start_request(self, req: Request, hop: Hop, context: object) -> bool:
+        """Send a request of our own (NOTIFY, a REGISTER upstream) in a client transaction."""
+        assert self.proxy is not None
+        host, port = self.proxy.identity.via_host(hop.transport)
+        req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
+                         {"branch": new_branch(), "rport": None}))
+        try:
+            txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.loop.time(),
+                                                          Target(hop.transport, (hop.host, hop.port)))
+        except SipError:
+            log.warning("request not sent: transaction table full", method=req.method)
+            return False
+        txn.context = context
+        self._run(actions)
+        return True
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        start_in_task(work, self._tasks, lambda err: log.error("background work failed", error=repr(err)))
 
     async def _options(self, txn: ServerTransaction, req: Request) -> None:
         """OPTIONS to us (a SIP ping, whatever the user part), unless it names a
@@ -429,19 +523,8 @@ class EdgeProxy:
             self.respond(txn, make_response(req, 503, "Service Unavailable (upstream registrar)",
                                             [("Retry-After", "5")]))
             return
-        hop = hops[0]
-        assert self.proxy is not None
-        host, port = self.proxy.identity.via_host(hop.transport)
-        fwd.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
-                         {"branch": new_branch(), "rport": None}))
-        try:
-            upstream, actions = self.transactions.start_client(fwd, hop.transport in RELIABLE, self.loop.time(),
-                                                               Target(hop.transport, (hop.host, hop.port)))
-        except SipError as err:
-            self.respond(txn, make_response(req, err.status, err.reason, err.headers))
-            return
-        upstream.context = Upstream(txn, plan)
-        self._run(actions)
+        if not self._start_request(fwd, hops[0], Upstream(txn, plan)):
+            self.respond(txn, make_response(req, 503, "Service Unavailable", [("Retry-After", "5")]))
 
     async def _upstream_answered(self, pending: Upstream, resp: Response) -> None:
         assert self.throttle is not None
@@ -565,6 +648,9 @@ class EdgeProxy:
                 elif isinstance(txn.context, Upstream):
                     if msg.status >= 200:
                         self._spawn(txn.context.server, self._upstream_answered(txn.context, msg))
+                elif isinstance(txn.context, Notifying):
+                    if msg.status in (408, 481) and self.presence is not None:
+                        self._background(self.presence.gone(txn.context.key))
                 elif self.proxy is not None:
                     self.proxy.on_response(txn, msg)
             elif self.proxy is not None:
@@ -575,6 +661,9 @@ class EdgeProxy:
             if isinstance(txn.context, Probe):
                 assert self.prober is not None
                 self.prober.timed_out(txn.context)
+            elif isinstance(txn.context, Notifying):
+                if self.presence is not None:
+                    self._background(self.presence.gone(txn.context.key))
             elif isinstance(txn.context, Upstream):
                 server = txn.context.server
                 if server.state in (State.TRYING, State.PROCEEDING):

@@ -313,6 +313,25 @@ def _opt_address(value: Any, key: str) -> str:
     return text
 
 
+def _events(value: Any, key: str) -> list[str]:
+    items = [e.lower() for e in _str_list(value, key)]
+    for i, item in enumerate(items):
+        if item not in ("presence", "dialog", "message-summary"):
+            raise ConfigError(f"{key}[{i}]: expected presence, dialog or message-summary, got {item!r}")
+    return items
+
+
+@dataclass(slots=True)
+class PresenceConfig:
+    enabled: bool = field(default=True, metadata=_check(_bool))
+    events: list[str] = field(default_factory=lambda: ["presence", "dialog", "message-summary"],
+                              metadata=_check(_events))
+    min_expires: int = field(default=60, metadata=_check(_number(1, 86400, True)))
+    max_expires: int = field(default=7200, metadata=_check(_number(1, 2**31 - 1, True)))
+    default_expires: int = field(default=3600, metadata=_check(_number(1, 2**31 - 1, True)))
+    max_subscriptions: int = field(default=100_000, metadata=_check(_number(1, 100_000_000, True)))
+
+
 @dataclass(slots=True)
 class MetricsConfig:
     listen: str = field(default="", metadata=_check(_opt_address))  # Prometheus endpoint; empty: none
@@ -335,6 +354,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     dispatcher: DispatcherConfig = field(default_factory=DispatcherConfig)
     throttle: ThrottleConfig = field(default_factory=ThrottleConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -367,7 +387,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
     "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig,
-    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "metrics": MetricsConfig,
+    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "presence": PresenceConfig,
+    "metrics": MetricsConfig,
     "log": LogConfig,
 }
 
@@ -400,6 +421,9 @@ def _cross_checks(config: Config) -> None:
             load_users_file(reg.users, config.realm)
         except UsersFileError as err:
             raise ConfigError(f"registrar.users: {err}") from None
+    pres = config.presence
+    if pres.min_expires > pres.max_expires:
+        raise ConfigError(f"presence.min_expires: {pres.min_expires} is above presence.max_expires {pres.max_expires}")
     throttle = config.throttle
     if throttle.mode != "off" and not throttle.upstream:
         raise ConfigError(f'throttle.upstream: required by throttle.mode = "{throttle.mode}"')

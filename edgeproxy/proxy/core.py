@@ -200,9 +200,7 @@ class ProxyCore:
         if binding.path:
             return parse_name_addr(binding.path[0]).uri, binding.contact, binding.path, False
         if binding.behind_nat and binding.source:
-            transport, _, rest = binding.source.partition(":")
-            ip, _, port = rest.rpartition(":")
-            return Hop(transport, ip.strip("[]"), int(port)), binding.contact, [], True
+            return routing.hop_of_source(binding.source), binding.contact, [], True
         return parse_uri(binding.contact), binding.contact, [], False
 
     def _try_backend(self, ctx: ProxyContext) -> bool:

@@ -51,6 +51,14 @@ def hop_for(uri: URI) -> Hop:
     return Hop(transport, (host or "").strip("[]"), uri.port or default_port(transport))
 
 
+def hop_of_source(source: str) -> Hop:
+    """The Hop a stored source ("udp:203.0.113.5:40000", as bindings and
+    subscriptions record where a request came from) names."""
+    transport, _, rest = source.partition(":")
+    ip, _, port = rest.rpartition(":")
+    return Hop(transport, ip.strip("[]"), int(port))
+
+
 def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
     """RFC 3261 §16.4. Returns True if a Route of ours was removed (the request
     follows a route set we recorded)."""

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from edgeproxy.config import Config
 from edgeproxy.state.bans import BanList, MemoryBanList, RedisBanList
+from presence.publications import MemoryPublicationStore, PublicationStore
+from presence.subscriptions import MemorySubscriptionStore, SubscriptionStore
 
 from .location import LocationStore, MemoryLocationStore
 from .nonces import MemoryNonceCounter, NonceCounter
@@ -21,9 +23,12 @@ class Stores:
     users: UserStore
     bans: BanList
     upstream: UpstreamStore
+    publications: PublicationStore
+    subscriptions: SubscriptionStore
 
     async def close(self) -> None:
-        for store in (self.location, self.nonces, self.users, self.bans, self.upstream):  # closing a shared client twice is harmless
+        for store in (self.location, self.nonces, self.users, self.bans, self.upstream, self.publications,
+                      self.subscriptions):  # closing a shared client twice is harmless
             await store.close()
 
 
@@ -33,10 +38,17 @@ def open_stores(config: Config) -> Stores:
     file_users = MemoryUserStore(load_users_file(users_file, config.realm)) if users_file not in ("", "redis") else None
     if config.state.backend == "memory":
         return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore(),
-                      MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors))
+                      MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors),
+                      *_presence_stores(config))
     client = connect(config.state.redis_url)
     prefix = config.state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
                   file_users or RedisUserStore(client, prefix),
                   RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked),
-                  RedisUpstreamStore(client, prefix))
+                  RedisUpstreamStore(client, prefix), *_presence_stores(config))
+
+
+def _presence_stores(config: Config) -> tuple[PublicationStore, SubscriptionStore]:
+    """In memory for now, whatever the backend: the Redis implementations are the HA issue's."""
+    return (MemoryPublicationStore(config.state.max_aors),
+            MemorySubscriptionStore(config.presence.max_subscriptions))

@@ -1,0 +1,175 @@
+"""The presence server: PUBLISH in, SUBSCRIBE dialogs, NOTIFYs out.
+
+Sans-IO like the registrar: every call returns the response to send and the
+NOTIFYs to send (each with the subscription it belongs to); the instance
+sends them in client transactions and reports back the ones that failed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from edgeproxy.sip import Request, Response, SipError, make_response
+from edgeproxy.sip.ids import new_tag
+from edgeproxy.transport.base import Source
+from registrar.bindings import ExpiryPolicy, aor_of
+
+from .packages import EventPackage, checked_body, package_for
+from .publications import Publication, PublicationStore, apply_publish, new_etag
+from .subscriptions import Subscription, SubscriptionStore
+
+Notify = tuple[Subscription, Request]
+_VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
+
+
+@dataclass(slots=True)
+class Outcome:
+    response: Response
+    notifies: list[Notify] = field(default_factory=list)
+
+
+class PresenceService:
+    def __init__(self, publications: PublicationStore, subscriptions: SubscriptionStore, policy: ExpiryPolicy,
+                 events: frozenset[str], domain_of: Callable[[str], str], contact: Callable[[], str],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.publications = publications
+        self.subscriptions = subscriptions
+        self.policy = policy
+        self.events = events
+        self.domain_of = domain_of
+        self.contact = contact  # our Contact URI for the dialogs (any instance answers it)
+        self.clock = clock
+
+    def serves(self, req: Request) -> bool:
+        """A PUBLISH, or a SUBSCRIBE for a package we serve (others go to the user)."""
+        if req.method == "PUBLISH":
+            return True
+        name = (req.get("Event") or "").split(";", 1)[0].strip().lower()
+        return req.method == "SUBSCRIBE" and name in self.events
+
+    # -- PUBLISH -------------------------------------------------------------------------
+    async def publish(self, req: Request) -> Outcome:
+        try:
+            package = package_for(req.get("Event"), self.events)
+            expires = self._expires(req)
+            body = checked_body(package, req.get("Content-Type"), req.body) if req.body else b""
+            resource = aor_of(req.uri, self.domain_of)
+            if_match = req.get("SIP-If-Match")
+            etag = new_etag()
+            left: dict[str, object] = {}
+
+            def change(current: list[Publication]) -> list[Publication]:
+                new, made = apply_publish(current, if_match, body, expires, self.clock(), etag)
+                left["made"] = made
+                return new
+
+            await self.publications.update(f"{resource}|{package.name}", change)
+        except SipError as err:
+            return Outcome(make_response(req, err.status, err.reason, err.headers))
+        made = left.get("made")
+        headers = [("Expires", str(expires if made else 0))]
+        if made is not None:
+            headers.append(("SIP-ETag", etag))
+        return Outcome(make_response(req, 200, headers=headers), await self._notify_watchers(resource, package))
+
+    # -- SUBSCRIBE -----------------------------------------------------------------------
+    async def subscribe(self, req: Request, source: Source, behind_nat: bool) -> Outcome:
+        try:
+            if req.to.tag is not None:
+                return await self._refresh(req)
+            return await self._new(req, source, behind_nat)
+        except SipError as err:
+            return Outcome(make_response(req, err.status, err.reason, err.headers))
+
+    async def _new(self, req: Request, source: Source, behind_nat: bool) -> Outcome:
+        package = package_for(req.get("Event"), self.events)
+        accept = [v.split(";", 1)[0].strip().lower() for v in req.values("Accept")]
+        if accept and package.content_type not in accept and "*/*" not in accept:
+            raise SipError(406, "Not Acceptable", [("Accept", package.content_type)])
+        expires = self._expires(req)
+        contacts = req.contacts
+        if len(contacts) != 1:
+            raise SipError(400, "Bad Request (SUBSCRIBE needs one Contact)")
+        sub = Subscription(
+            call_id=req.call_id, local_tag=new_tag(), remote_tag=req.from_.tag or "", event=package.name,
+            resource=aor_of(req.uri, self.domain_of), resource_uri=req.to.uri_text, watcher_uri=req.from_.uri_text,
+            remote_target=contacts[0].uri_text, route_set=tuple(req.values("Record-Route")),
+            source=f"{source.transport}:{source.remote[0]}:{source.remote[1]}", behind_nat=behind_nat,
+            expires_at=self.clock() + expires, remote_cseq=req.cseq.number)
+        ok = self._ok(req, expires, sub.local_tag)
+        if expires == 0:  # a fetch: the state once, no subscription (RFC 6665 §4.4.3)
+            return Outcome(ok, [await self._notify(sub.next_notify(), package, "terminated;reason=timeout")])
+        try:
+            await self.subscriptions.put(sub)
+        except OverflowError:
+            raise SipError(503, "Service Unavailable (too many subscriptions)", [("Retry-After", "60")]) from None
+        return Outcome(ok, [await self._notify(sub, package)])
+
+    async def _refresh(self, req: Request) -> Outcome:
+        sub = await self.subscriptions.get(f"{req.call_id};{req.to.tag}")
+        if sub is None or sub.expires_at <= self.clock():
+            raise SipError(481, "Subscription Does Not Exist")
+        if req.cseq.number <= sub.remote_cseq:
+            raise SipError(500, "Server Internal Error (CSeq out of order)", [("Retry-After", "1")])
+        package = package_for(req.get("Event"), self.events)
+        if package.name != sub.event:
+            raise SipError(489, "Bad Event", [("Allow-Events", sub.event)])
+        expires = self._expires(req)
+        sub = replace(sub, expires_at=self.clock() + expires, remote_cseq=req.cseq.number)
+        ok = self._ok(req, expires, sub.local_tag)
+        if expires == 0:
+            await self.subscriptions.remove(sub.key)
+            return Outcome(ok, [await self._notify(sub, package, "terminated;reason=timeout")])
+        await self.subscriptions.put(sub)
+        return Outcome(ok, [await self._notify(sub, package)])
+
+    # -- NOTIFY ----------------------------------------------------------------------------
+    async def expire(self) -> list[Notify]:
+        """Final NOTIFYs for the subscriptions that ran out."""
+        out = []
+        for sub in await self.subscriptions.expired(self.clock()):
+            await self.subscriptions.remove(sub.key)
+            out.append(await self._notify(sub, package_for(sub.event), "terminated;reason=timeout"))
+        return out
+
+    async def gone(self, key: str) -> None:
+        """A NOTIFY was answered 481 or never answered: the watcher is gone (RFC 6665 §4.2.2)."""
+        await self.subscriptions.remove(key)
+
+    async def _notify_watchers(self, resource: str, package: EventPackage) -> list[Notify]:
+        return [await self._notify(sub, package) for sub in await self.subscriptions.watching(
+            f"{resource}|{package.name}")]
+
+    async def _notify(self, sub: Subscription, package: EventPackage, state: str | None = None) -> Notify:
+        """The next NOTIFY of a subscription, with the resource's current document;
+        a live subscription is stored with its new CSeq."""
+        sub = sub.next_notify()
+        if state is None:
+            state = f"active;expires={max(0, round(sub.expires_at - self.clock()))}"
+            await self.subscriptions.put(sub)
+        published = await self.publications.lookup(sub.watched)
+        document = package.document(f"sip:{sub.resource}", [p.body for p in published])
+        if package.name == "dialog":
+            document = _VERSION.sub(rb"\g<1>" + str(sub.version).encode() + rb"\g<2>", document, count=1)
+        headers = [("Max-Forwards", "70"), *(("Route", r) for r in sub.route_set),
+                   ("From", f"<{sub.resource_uri}>;tag={sub.local_tag}"),
+                   ("To", f"<{sub.watcher_uri}>;tag={sub.remote_tag}"), ("Call-ID", sub.call_id),
+                   ("CSeq", f"{sub.cseq} NOTIFY"), ("Contact", f"<{self.contact()}>"), ("Event", sub.event),
+                   ("Subscription-State", state), ("Content-Type", package.content_type)]
+        return sub, Request.build("NOTIFY", sub.remote_target, headers, document)
+
+    # -- shared ----------------------------------------------------------------------------
+    def _expires(self, req: Request) -> int:
+        value = req.expires
+        if value is None:
+            return self.policy.default_expires
+        if 0 < value < self.policy.min_expires:
+            raise SipError(423, "Interval Too Brief", [("Min-Expires", str(self.policy.min_expires))])
+        return min(value, self.policy.max_expires)
+
+    def _ok(self, req: Request, expires: int, tag: str) -> Response:
+        return make_response(req, 200, headers=[("Expires", str(expires)), ("Contact", f"<{self.contact()}>")],
+                             to_tag=tag)
