@@ -128,6 +128,7 @@ class EdgeProxy:
                                        sec.scanner_user_agents, sec.max_tracked),
                            self.stores.bans, self._exempt, time.time)
         self._per_source = config.limits.max_transactions_per_source > 0
+        self._start = start_eagerly if config.state.backend == "memory" else start_in_task
         self.auth = self._authenticator()
         self.registrar = self._registrar()
         d = config.dispatcher
@@ -463,7 +464,8 @@ class EdgeProxy:
         return True
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        start_in_task(work, self._tasks, lambda err: log.error("background work failed", error=repr(err)))
+        """Work no request waits for (like _spawn, at once with the memory backend)."""
+        self._start(work, self._tasks, lambda err: log.error("background work failed", error=repr(err)))
 
     async def _options(self, txn: ServerTransaction, req: Request) -> None:
         """OPTIONS to us (a SIP ping, whatever the user part), unless it names a
@@ -549,8 +551,7 @@ class EdgeProxy:
             if txn.state in (State.TRYING, State.PROCEEDING):
                 self.respond(txn, make_response(txn.request, 500))
 
-        start = start_eagerly if self.config.state.backend == "memory" else start_in_task
-        start(work, self._tasks, failed)
+        self._start(work, self._tasks, failed)
 
     def trusted(self, peer: object) -> bool:
         """A backend or a `security.trusted` address: may reach users and foreign domains."""

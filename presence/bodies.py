@@ -99,7 +99,7 @@ def dialog_info(entity: str, version: int, dialogs: list[DialogState]) -> bytes:
 
 
 # -- message-summary --------------------------------------------------------------------------
-_WAITING = re.compile(rb"^messages-waiting[ \t]*:[ \t]*(yes|no)[ \t]*$", re.IGNORECASE | re.MULTILINE)
+_WAITING = re.compile(rb"^messages-waiting[ \t]*:[ \t]*(yes|no)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 
 
 def check_message_summary(body: bytes) -> None:

@@ -1,0 +1,149 @@
+"""The presence server on real sockets: SUBSCRIBE, PUBLISH, NOTIFY, unsubscribe."""
+
+from __future__ import annotations
+
+import pathlib
+import secrets
+
+import pytest
+
+from tests.helpers import header_values, running_proxy, status_of
+from tests.integration.test_proxy_flows import UA, method_of
+from tests.unit.test_presence_rules import OPEN
+
+CONFIG = 'domains = ["example.com"]\n[registrar]\nauth = false\n'
+
+
+def request(ua: UA, method: str, ruri: str, to: str, call_id: str, cseq: int, extra: str = "", body: bytes = b"",
+            from_tag: str = "w1") -> bytes:
+    return (f"{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {ua.ip}:{ua.port};branch=z9hG4bK{secrets.token_hex(5)};rport\r\n"
+            f"From: <sip:{ua.user}@example.com>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+            f"CSeq: {cseq} {method}\r\nContact: <{ua.contact}>\r\nMax-Forwards: 70\r\n{extra}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def body_of(message: bytes) -> bytes:
+    return message.split(b"\r\n\r\n", 1)[1]
+
+
+class Watcher(UA):
+    def subscribe(self, port: int, event: str = "presence", expires: int = 600) -> tuple[bytes, bytes]:
+        """The 200 and the first NOTIFY (answered 200)."""
+        self.call_id = f"sub-{secrets.token_hex(4)}"
+        self.send(request(self, "SUBSCRIBE", "sip:alice@example.com", "<sip:alice@example.com>", self.call_id, 1,
+                          f"Event: {event}\r\nExpires: {expires}\r\n"), port)
+        ok = self.recv()
+        notify = self.recv()
+        self.reply(notify, "200 OK")
+        return ok, notify
+
+    def notified(self, status: str = "200 OK") -> bytes:
+        notify = self.recv()
+        assert method_of(notify) == "NOTIFY", notify
+        self.reply(notify, status)
+        return notify
+
+
+def publish(port: int, extra: str = "", body: bytes = OPEN, event: str = "presence",
+            content_type: str = "application/pidf+xml") -> bytes:
+    publisher = UA("127.0.0.4", "alice")
+    ctype = f"Content-Type: {content_type}\r\n" if body else ""
+    publisher.send(request(publisher, "PUBLISH", "sip:alice@example.com", "<sip:alice@example.com>",
+                           secrets.token_hex(4), 1, f"Event: {event}\r\nExpires: 300\r\n{ctype}{extra}", body), port)
+    return publisher.recv()
+
+
+def test_subscribe_publish_notify_unsubscribe() -> None:
+    with running_proxy(CONFIG) as proxy:
+        watcher = Watcher("127.0.0.3", "bob")
+        ok, first = watcher.subscribe(proxy.port)
+        assert status_of(ok) == 200 and header_values(ok, "Expires") == ["600"]
+        to_tag = header_values(ok, "To")[0].split("tag=")[1]
+        assert header_values(first, "Subscription-State")[0].startswith("active;expires=")
+        assert header_values(first, "Event") == ["presence"] and b"<basic>closed</basic>" in body_of(first)
+        # a PUBLISH changes the state: the watcher hears of it
+        published = publish(proxy.port)
+        assert status_of(published) == 200 and header_values(published, "SIP-ETag")
+        notify = watcher.notified()
+        assert b"<basic>open</basic>" in body_of(notify) and b"at my desk" in body_of(notify)
+        assert header_values(notify, "CSeq") == ["2 NOTIFY"]
+        # unsubscribe inside the dialog: 200, then the terminated NOTIFY
+        ours = header_values(ok, "Contact")[0].strip("<>")
+        watcher.send(request(watcher, "SUBSCRIBE", ours, f"<sip:alice@example.com>;tag={to_tag}", watcher.call_id,
+                             2, "Event: presence\r\nExpires: 0\r\n"), proxy.port)
+        assert status_of(watcher.recv()) == 200
+        final = watcher.notified()
+        assert header_values(final, "Subscription-State")[0].startswith("terminated")
+        # gone: a refresh is 481, and the next PUBLISH notifies nobody
+        watcher.send(request(watcher, "SUBSCRIBE", ours, f"<sip:alice@example.com>;tag={to_tag}", watcher.call_id,
+                             3, "Event: presence\r\nExpires: 600\r\n"), proxy.port)
+        assert status_of(watcher.recv()) == 481
+        publish(proxy.port)
+        watcher.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            watcher.sock.recv(65535)
+
+
+def test_a_watcher_answering_481_is_dropped() -> None:
+    with running_proxy(CONFIG) as proxy:
+        watcher = Watcher("127.0.0.3", "bob")
+        watcher.subscribe(proxy.port)
+        publish(proxy.port)
+        watcher.notified("481 Call/Transaction Does Not Exist")
+        publish(proxy.port)
+        watcher.sock.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            watcher.sock.recv(65535)
+
+
+def test_dialog_and_mwi_subscriptions_get_their_documents() -> None:
+    with running_proxy(CONFIG) as proxy:
+        blf = Watcher("127.0.0.3", "bob")
+        _, first = blf.subscribe(proxy.port, event="dialog")
+        assert header_values(first, "Content-Type") == ["application/dialog-info+xml"]
+        assert b'version="1"' in body_of(first) and b'state="full"' in body_of(first)
+        mwi = Watcher("127.0.0.5", "bob")
+        _, first = mwi.subscribe(proxy.port, event="message-summary")
+        assert body_of(first).startswith(b"Messages-Waiting: no")
+        summary = b"Messages-Waiting: yes\r\nVoice-Message: 2/8 (0/2)\r\n"
+        assert status_of(publish(proxy.port, body=summary, event="message-summary")) == 415  # a PIDF type
+        assert status_of(publish(proxy.port, body=summary, event="message-summary",
+                                 content_type="application/simple-message-summary")) == 200
+        assert body_of(mwi.notified()) == summary  # only the MWI watcher hears of it
+        blf.sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            blf.sock.recv(65535)
+
+
+@pytest.mark.parametrize("extra,body,event,expected", [
+    ("", OPEN, "weather", 489),
+    ("", b"<presence", "presence", 400),
+    ("SIP-If-Match: no-such-tag\r\n", b"", "presence", 412),
+    ("", b"", "presence", 400),
+])
+def test_publish_errors(extra: str, body: bytes, event: str, expected: int) -> None:
+    with running_proxy(CONFIG) as proxy:
+        reply = publish(proxy.port, extra, body, event)
+        assert status_of(reply) == expected
+        if expected == 489:
+            assert "presence" in header_values(reply, "Allow-Events")[0]
+
+
+def test_publishing_someone_elses_state_is_forbidden(tmp_path: pathlib.Path) -> None:
+    from tests.helpers import digest_header
+
+    users = tmp_path / "users.toml"
+    users.write_text('[users]\nmallory = { password = "m" }\n')
+    with running_proxy(f'domains = ["example.com"]\n[registrar]\nusers = "{users}"\nalgorithms = ["MD5"]\n') as proxy:
+        mallory = UA("127.0.0.6", "mallory")
+        publish_req = request(mallory, "PUBLISH", "sip:alice@example.com", "<sip:alice@example.com>", "p-1", 1,
+                              "Event: presence\r\nContent-Type: application/pidf+xml\r\n", OPEN)
+        mallory.send(publish_req, proxy.port)
+        challenge = mallory.recv()
+        assert status_of(challenge) == 407
+        auth = digest_header(header_values(challenge, "Proxy-Authenticate")[0], "mallory", "m", "PUBLISH",
+                             "sip:alice@example.com")
+        mallory.send(request(mallory, "PUBLISH", "sip:alice@example.com", "<sip:alice@example.com>", "p-1", 2,
+                             f"Event: presence\r\nContent-Type: application/pidf+xml\r\nProxy-Authorization: {auth}\r\n",
+                             OPEN), proxy.port)
+        assert status_of(mallory.recv()) == 403
