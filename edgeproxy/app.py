@@ -182,7 +182,8 @@ class EdgeProxy:
                                self.trusted, self.stores.location,
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.resolver,
-                               self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout)
+                               self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout,
+                               self._call_event if self.config.presence.enabled else None)
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
         if self.config.presence.enabled:
@@ -218,7 +219,16 @@ class EdgeProxy:
         contact = f"sip:{host}:{port}"
         return PresenceService(self.stores.publications, self.stores.subscriptions,
                                ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
-                               frozenset(cfg.events), self.domain_of, lambda: contact)
+                               frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain)
+
+    def _call_event(self, req: Request, state: str) -> None:
+        if self.presence is not None:
+            presence = self.presence
+
+            async def notify() -> None:
+                await self._send_notifies(await presence.call_event(req, state))
+
+            self._background(notify())
 
     async def _expiring(self) -> None:
         """Once a second: the final NOTIFY of every subscription that ran out."""

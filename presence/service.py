@@ -17,11 +17,13 @@ from edgeproxy.sip.ids import new_tag
 from edgeproxy.transport.base import Source
 from registrar.bindings import ExpiryPolicy, aor_of
 
-from .packages import EventPackage, checked_body, package_for
+from .bodies import DialogState, dialog_info
+from .packages import PACKAGES, EventPackage, checked_body, package_for
 from .publications import Publication, PublicationStore, apply_publish, new_etag
 from .subscriptions import Subscription, SubscriptionStore
 
 Notify = tuple[Subscription, Request]
+MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
 
 
@@ -34,7 +36,7 @@ class Outcome:
 class PresenceService:
     def __init__(self, publications: PublicationStore, subscriptions: SubscriptionStore, policy: ExpiryPolicy,
                  events: frozenset[str], domain_of: Callable[[str], str], contact: Callable[[], str],
-                 clock: Callable[[], float] = time.time) -> None:
+                 is_local: Callable[[str], bool] = lambda _: True, clock: Callable[[], float] = time.time) -> None:
         self.publications = publications
         self.subscriptions = subscriptions
         self.policy = policy
@@ -42,6 +44,9 @@ class PresenceService:
         self.domain_of = domain_of
         self.contact = contact  # our Contact URI for the dialogs (any instance answers it)
         self.clock = clock
+        self.is_local = is_local
+        # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
+        self.calls: dict[str, dict[str, DialogState]] = {}
 
     def serves(self, req: Request) -> bool:
         """A PUBLISH, or a SUBSCRIBE for a package we serve (others go to the user)."""
@@ -126,6 +131,34 @@ class PresenceService:
         await self.subscriptions.put(sub)
         return Outcome(ok, [await self._notify(sub, package)])
 
+    # -- dialog-info from proxied calls ------------------------------------------------------
+    async def call_event(self, req: Request, state: str) -> list[Notify]:
+        """A call the proxy routes changed state: the dialog watchers of either party hear of it."""
+        if "dialog" not in self.events:
+            return []
+        out: list[Notify] = []
+        caller, callee = req.from_.uri, req.to.uri
+        for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
+            if not me.is_sip or not me.user or not self.is_local(me.host):
+                continue
+            entity = aor_of(me, self.domain_of)
+            calls = self.calls.setdefault(entity, {})
+            old = calls.get(req.call_id)
+            if old is not None and old.state == state:
+                continue  # a second 18x: nothing new for the lamp
+            if old is None and state == "terminated" and req.method == "BYE":
+                continue  # a call we never saw begin
+            calls[req.call_id] = DialogState(req.call_id, state, old.direction if old else direction,
+                                             str(me), str(other))
+            out += await self._notify_watchers(entity, PACKAGES["dialog"])
+            if state == "terminated":
+                del calls[req.call_id]
+                if not calls:
+                    del self.calls[entity]
+        while len(self.calls) > MAX_CALL_ENTITIES:
+            del self.calls[next(iter(self.calls))]
+        return out
+
     # -- NOTIFY ----------------------------------------------------------------------------
     async def expire(self) -> list[Notify]:
         """Final NOTIFYs for the subscriptions that ran out."""
@@ -150,8 +183,12 @@ class PresenceService:
         if state is None:
             state = f"active;expires={max(0, round(sub.expires_at - self.clock()))}"
             await self.subscriptions.put(sub)
-        published = await self.publications.lookup(sub.watched)
-        document = package.document(f"sip:{sub.resource}", [p.body for p in published])
+        calls = self.calls.get(sub.resource) if package.name == "dialog" else None
+        if calls:
+            document = dialog_info(f"sip:{sub.resource}", sub.version, list(calls.values()))
+        else:
+            published = await self.publications.lookup(sub.watched)
+            document = package.document(f"sip:{sub.resource}", [p.body for p in published])
         if package.name == "dialog":
             document = _VERSION.sub(rb"\g<1>" + str(sub.version).encode() + rb"\g<2>", document, count=1)
         headers = [("Max-Forwards", "70"), *(("Route", r) for r in sub.route_set),

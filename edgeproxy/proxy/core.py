@@ -112,8 +112,10 @@ class ProxyCore:
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, resolver: SipResolver, branch_timeout: float = 5.0,
-                 invite_timeout: float = 180.0) -> None:
+                 invite_timeout: float = 180.0, on_call: Callable[[Request, str], None] | None = None) -> None:
         self.transactions = transactions
+        # a call's progress (early, confirmed, terminated), for BLF (presence dialog-info)
+        self.on_call = on_call
         self.run = run
         self.send = send
         self.now = now
@@ -144,6 +146,8 @@ class ProxyCore:
             fwd, followed, hash_ = self._prepared(req)
             ctx = ProxyContext(server, fwd, source, loop_hash=hash_, followed_route=followed)
             server.context = ctx
+            if req.method == "BYE":
+                self._call_state(ctx, "terminated")
             await self._dispatch(ctx)
         except SipError as err:
             if server.state in (State.TRYING, State.PROCEEDING):
@@ -369,6 +373,7 @@ class ProxyCore:
             branch.provisional = True
             if resp.cseq.method == "INVITE":
                 self._arm_timer_c(branch)
+                self._call_state(ctx, "early")
             if branch.cancel_pending:
                 self._cancel_branch(branch)
             elif not ctx.done:
@@ -379,6 +384,7 @@ class ProxyCore:
             self._invites.pop(branch.key, None)
             ctx.answered = True
             ctx.done = True
+            self._call_state(ctx, "confirmed")
             self._respond(ctx.server, resp)  # every 2xx goes up (RFC 3261 §16.7 step 5)
             for other in ctx.pending:
                 self._cancel_branch(other)
@@ -411,7 +417,14 @@ class ProxyCore:
         if ctx.pending:
             return
         ctx.done = True
+        self._call_state(ctx, "terminated")
         self._respond(ctx.server, self._best(ctx))
+
+    def _call_state(self, ctx: ProxyContext, state: str) -> None:
+        req = ctx.request
+        if self.on_call is not None and req.method in ("INVITE", "BYE") and (req.method == "BYE") == (
+                req.to.tag is not None):
+            self.on_call(req, state)
 
     @staticmethod
     def _best(ctx: ProxyContext) -> Response:

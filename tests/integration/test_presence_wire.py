@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import secrets
 
 import pytest
@@ -147,3 +148,36 @@ def test_publishing_someone_elses_state_is_forbidden(tmp_path: pathlib.Path) -> 
                              f"Event: presence\r\nContent-Type: application/pidf+xml\r\nProxy-Authorization: {auth}\r\n",
                              OPEN), proxy.port)
         assert status_of(mallory.recv()) == 403
+
+
+def test_calls_through_the_edge_light_the_blf_lamp() -> None:
+    """No one PUBLISHes: the calls the proxy routes become dialog-info (Kamailio's pua_dialoginfo)."""
+    from tests.integration.test_proxy_flows import CONFIG as PROXY_CONFIG
+    from tests.integration.test_proxy_flows import invite
+
+    with running_proxy(PROXY_CONFIG) as proxy:
+        phone = UA("127.0.0.3", "alice")
+        phone.register(proxy.port)
+        lamp = Watcher("127.0.0.5", "bob")
+        _, first = lamp.subscribe(proxy.port, event="dialog")
+        assert b"<dialog " not in body_of(first)  # idle
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "blf-call"), proxy.port)
+        inv = phone.recv()
+        phone.reply(inv, "180 Ringing", "p1")
+        ringing = body_of(lamp.notified())
+        assert b"<state>early</state>" in ringing and b'direction="recipient"' in ringing
+        assert b"sip:pbx@example.com" in ringing
+        phone.reply(inv, "200 OK", "p1")
+        assert b"<state>confirmed</state>" in body_of(lamp.notified())
+        assert status_of(pbx.recv()) == 180 and status_of(pbx.recv()) == 200
+        record_route = header_values(inv, "Record-Route")[0]
+        bye = (f"BYE {phone.contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx.ip}:{pbx.port};branch=z9hG4bKbye1;rport\r\n"
+               f"Route: {record_route}\r\nFrom: <sip:pbx@example.com>;tag=c1\r\n"
+               f"To: <sip:alice@example.com>;tag=p1\r\nCall-ID: blf-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+               "Content-Length: 0\r\n\r\n").encode()
+        pbx.send(bye, proxy.port)
+        done = body_of(lamp.notified())
+        assert b"<state>terminated</state>" in done
+        versions = [int(v) for v in re.findall(rb'version="(\d+)"', done)]
+        assert versions == [4]  # idle, early, confirmed, terminated: one document each
