@@ -38,6 +38,12 @@ class Watcher(UA):
         self.reply(notify, "200 OK")
         return ok, notify
 
+    def hears_nothing(self, seconds: float = 1.0) -> None:
+        self.sock.settimeout(seconds)
+        with pytest.raises(TimeoutError):
+            self.sock.recv(65535)
+        self.sock.settimeout(5)
+
     def notified(self, status: str = "200 OK") -> bytes:
         notify = self.recv()
         assert method_of(notify) == "NOTIFY", notify
@@ -80,9 +86,7 @@ def test_subscribe_publish_notify_unsubscribe() -> None:
                              3, "Event: presence\r\nExpires: 600\r\n"), proxy.port)
         assert status_of(watcher.recv()) == 481
         publish(proxy.port)
-        watcher.sock.settimeout(1.0)
-        with pytest.raises(TimeoutError):
-            watcher.sock.recv(65535)
+        watcher.hears_nothing()
 
 
 def test_a_watcher_answering_481_is_dropped() -> None:
@@ -92,9 +96,7 @@ def test_a_watcher_answering_481_is_dropped() -> None:
         publish(proxy.port)
         watcher.notified("481 Call/Transaction Does Not Exist")
         publish(proxy.port)
-        watcher.sock.settimeout(1.0)
-        with pytest.raises(TimeoutError):
-            watcher.sock.recv(65535)
+        watcher.hears_nothing()
 
 
 def test_dialog_and_mwi_subscriptions_get_their_documents() -> None:
@@ -111,9 +113,7 @@ def test_dialog_and_mwi_subscriptions_get_their_documents() -> None:
         assert status_of(publish(proxy.port, body=summary, event="message-summary",
                                  content_type="application/simple-message-summary")) == 200
         assert body_of(mwi.notified()) == summary  # only the MWI watcher hears of it
-        blf.sock.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            blf.sock.recv(65535)
+        blf.hears_nothing()
 
 
 @pytest.mark.parametrize("extra,body,event,expected", [
