@@ -79,32 +79,31 @@ def _decode(raw: str) -> list[Binding]:
         raise StoreError(f"corrupt location record: {err}") from err
 
 
-class RedisLocationStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "ep:", clock: Callable[[], float] = time.time) -> None:
+class CasRecords:
+    """Read-modify-write of one string key per record, safe across instances.
+
+    Writers in this process take turns per key; against other instances a
+    Lua compare-and-set retries, with jittered backoff. What this instance
+    last wrote per key is remembered: a refresh tries the compare-and-set on
+    it directly (one round trip instead of two); if another instance wrote
+    since, the CAS fails and the loop reads the key as usual.
+    """
+
+    def __init__(self, client: aioredis.Redis, what: str) -> None:
         self.client = client
-        self.prefix = prefix
-        self.clock = clock
+        self.what = what  # for errors: "location record"
         self._cas = client.register_script(_CAS)
         self._locks: dict[str, list[Any]] = {}  # key → [lock, waiters]; empty when idle
-        # What this instance last wrote per key: a refresh tries the compare-and-set
-        # on it directly (one round trip instead of two); if another instance wrote
-        # since, the CAS fails and the loop reads the key as usual.
         self._written: OrderedDict[str, str] = OrderedDict()
 
-    def key(self, aor: str) -> str:
-        return f"{self.prefix}loc:{{{aor}}}"
-
-    async def lookup(self, aor: str) -> list[Binding]:
+    async def read(self, key: str) -> str:
         try:
-            raw = await self.client.get(self.key(aor))
+            return _text(await self.client.get(key))
         except RedisError as err:
             raise StoreError(f"redis: {err}") from err
-        return by_q(live(_decode(_text(raw)), self.clock()))
 
-    async def update(self, aor: str, change: Change) -> list[Binding]:
-        """Writers in this process take turns per AoR; against other instances
-        the compare-and-set retries, with jittered backoff."""
-        key = self.key(aor)
+    async def update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
+        """`change(old)` gives the new text and its TTL in ms ("" deletes); the text written."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = [asyncio.Lock(), 0]
@@ -117,28 +116,55 @@ class RedisLocationStore:
             if not lock[1]:
                 del self._locks[key]
 
-    async def _update(self, key: str, change: Change) -> list[Binding]:
+    async def _update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
         guess = self._written.pop(key, None)
         try:
             for attempt in range(CAS_ATTEMPTS):
                 old = guess if guess is not None else _text(await self.client.get(key))
-                now = self.clock()
-                new = live(change(live(_decode(old), now)), now)
-                ttl_ms = math.ceil((max(b.expires_at for b in new) - now) * 1000) + 1000 if new else 0
-                encoded = _encode(new)
+                encoded, ttl_ms = change(old)
                 if await self._cas(keys=[key], args=[old, encoded, ttl_ms]):
                     if encoded:
                         self._written[key] = encoded
                         if len(self._written) > WRITTEN_CACHE:
                             self._written.popitem(last=False)
-                    return by_q(new)
+                    return encoded
                 if guess is not None:
                     guess = None  # someone else wrote it: read it, no backoff needed yet
                     continue
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
         except RedisError as err:
             raise StoreError(f"redis: {err}") from err
-        raise StoreFull(f"location record {key} too contended")
+        raise StoreFull(f"{self.what} {key} too contended")
+
+
+def _ttl_ms(expiries: list[float], now: float) -> int:
+    """A record lives until its last entry expires (plus a second)."""
+    return math.ceil((max(expiries) - now) * 1000) + 1000 if expiries else 0
+
+
+class RedisLocationStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "ep:", clock: Callable[[], float] = time.time) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.clock = clock
+        self.records = CasRecords(client, "location record")
+
+    def key(self, aor: str) -> str:
+        return f"{self.prefix}loc:{{{aor}}}"
+
+    async def lookup(self, aor: str) -> list[Binding]:
+        return by_q(live(_decode(await self.records.read(self.key(aor))), self.clock()))
+
+    async def update(self, aor: str, change: Change) -> list[Binding]:
+        written: list[Binding] = []
+
+        def write(old: str) -> tuple[str, int]:
+            now = self.clock()
+            written[:] = live(change(live(_decode(old), now)), now)
+            return _encode(written), _ttl_ms([b.expires_at for b in written], now)
+
+        await self.records.update(self.key(aor), write)
+        return by_q(written)
 
     async def close(self) -> None:
         await self.client.aclose()
