@@ -52,7 +52,8 @@ class SubscriptionStore(Protocol):
         ...
 
     async def expired(self, now: float) -> list[Subscription]:
-        """Subscriptions past their expiry, for their final NOTIFY (removed by the caller)."""
+        """Subscriptions past their expiry, for their final NOTIFY; each is handed
+        out once, to one instance (the caller then removes what is left of it)."""
         ...
 
     async def close(self) -> None: ...
@@ -94,7 +95,10 @@ class MemorySubscriptionStore:
         return [s for s in subs if s is not None and s.expires_at > now]
 
     async def expired(self, now: float) -> list[Subscription]:
-        return [s for s in self._subs.values() if s.expires_at <= now]
+        due = [s for s in self._subs.values() if s.expires_at <= now]
+        for s in due:
+            await self.remove(s.key)
+        return due
 
     async def close(self) -> None:
         self._subs.clear()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from edgeproxy.config import Config
 from edgeproxy.state.bans import BanList, MemoryBanList, RedisBanList
 from presence.publications import MemoryPublicationStore, PublicationStore
+from presence.redis_stores import RedisPublicationStore, RedisSubscriptionStore
 from presence.subscriptions import MemorySubscriptionStore, SubscriptionStore
 
 from .location import LocationStore, MemoryLocationStore
@@ -39,16 +40,12 @@ def open_stores(config: Config) -> Stores:
     if config.state.backend == "memory":
         return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore(),
                       MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors),
-                      *_presence_stores(config))
+                      MemoryPublicationStore(config.state.max_aors),
+                      MemorySubscriptionStore(config.presence.max_subscriptions))
     client = connect(config.state.redis_url)
     prefix = config.state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
                   file_users or RedisUserStore(client, prefix),
                   RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked),
-                  RedisUpstreamStore(client, prefix), *_presence_stores(config))
-
-
-def _presence_stores(config: Config) -> tuple[PublicationStore, SubscriptionStore]:
-    """In memory for now, whatever the backend: the Redis implementations are the HA issue's."""
-    return (MemoryPublicationStore(config.state.max_aors),
-            MemorySubscriptionStore(config.presence.max_subscriptions))
+                  RedisUpstreamStore(client, prefix), RedisPublicationStore(client, prefix),
+                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions))

@@ -181,3 +181,21 @@ def test_calls_through_the_edge_light_the_blf_lamp() -> None:
         assert b"<state>terminated</state>" in done
         versions = [int(v) for v in re.findall(rb'version="(\d+)"', done)]
         assert versions == [4]  # idle, early, confirmed, terminated: one document each
+
+
+def test_subscribe_on_one_instance_publish_on_the_other(redis_server: str) -> None:
+    """Two instances on one Redis: the PUBLISH reaches a watcher that subscribed elsewhere, once."""
+    import redis
+
+    redis.Redis.from_url(redis_server).flushdb()
+    config = CONFIG + f'[state]\nbackend = "redis"\nredis_url = "{redis_server}"\n'
+    with running_proxy(config) as a, running_proxy(config) as b:
+        watcher = Watcher("127.0.0.3", "bob")
+        ok, _ = watcher.subscribe(a.port)
+        assert status_of(ok) == 200
+        assert status_of(publish(b.port)) == 200
+        notify = watcher.notified()
+        assert b"<basic>open</basic>" in body_of(notify)
+        assert header_values(notify, "CSeq") == ["2 NOTIFY"]  # the dialog's CSeq lives in Redis
+        assert f":{b.port};" in header_values(notify, "Via")[0]  # sent by the instance that took the PUBLISH
+        watcher.hears_nothing()  # exactly one NOTIFY

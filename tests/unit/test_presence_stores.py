@@ -1,0 +1,93 @@
+"""One suite, both backends: publications and subscriptions in memory and in Redis (real redis-server)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+import pytest
+
+from edgeproxy.state.redis_store import connect
+from presence.publications import MemoryPublicationStore, Publication, PublicationStore
+from presence.redis_stores import RedisPublicationStore, RedisSubscriptionStore
+from presence.subscriptions import MemorySubscriptionStore, Subscription, SubscriptionStore
+from tests.unit.test_state_stores import Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def publications(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[PublicationStore]:
+    if request.param == "memory":
+        store: PublicationStore = MemoryPublicationStore(clock=clock)
+    else:
+        client = connect(request.getfixturevalue("redis_server"))
+        await client.flushdb()
+        store = RedisPublicationStore(client, clock=clock)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def subscriptions(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SubscriptionStore]:
+    if request.param == "memory":
+        store: SubscriptionStore = MemorySubscriptionStore(max_subscriptions=3, clock=clock)
+    else:
+        client = connect(request.getfixturevalue("redis_server"))
+        await client.flushdb()
+        store = RedisSubscriptionStore(client, max_subscriptions=3, clock=clock)
+    yield store
+    await store.close()
+
+
+BODY = b"<presence \x00\xff binary-safe/>"
+
+
+async def test_publications_newest_first_and_expiring(publications: PublicationStore, clock: Clock) -> None:
+    t = clock.now
+    await publications.update("alice@x|presence", lambda cur: [*cur, Publication("a", BODY, t + 60, t)])
+    got = await publications.update("alice@x|presence", lambda cur: [*cur, Publication("b", b"2", t + 30, t + 1)])
+    assert [p.etag for p in got] == ["b", "a"] and got[1].body == BODY
+    assert [p.etag for p in await publications.lookup("alice@x|presence")] == ["b", "a"]
+    assert await publications.lookup("bob@x|presence") == []
+    clock.now += 31
+    assert [p.etag for p in await publications.lookup("alice@x|presence")] == ["a"]
+    await publications.update("alice@x|presence", lambda cur: [])
+    assert await publications.lookup("alice@x|presence") == []
+
+
+def sub(tag: str, clock: Clock, resource: str = "alice@x", expires: float = 600) -> Subscription:
+    return Subscription(call_id=f"c-{tag}", local_tag=tag, remote_tag="r", event="presence", resource=resource,
+                        resource_uri=f"sip:{resource}", watcher_uri="sip:bob@x", remote_target="sip:bob@10.0.0.2",
+                        route_set=("<sip:p1;lr>",), expires_at=clock.now + expires)
+
+
+async def test_subscriptions_by_key_and_by_resource(subscriptions: SubscriptionStore, clock: Clock) -> None:
+    one, two = sub("t1", clock), sub("t2", clock, expires=30)
+    await subscriptions.put(one)
+    await subscriptions.put(two)
+    await subscriptions.put(sub("t3", clock, resource="carol@x"))
+    assert await subscriptions.get(one.key) == one
+    assert sorted(s.key for s in await subscriptions.watching("alice@x|presence")) == [one.key, two.key]
+    changed = dataclasses.replace(one, cseq=5)
+    await subscriptions.put(changed)  # an update is not a new subscription: no overflow
+    assert (await subscriptions.get(one.key)) == changed
+    with pytest.raises(OverflowError):
+        await subscriptions.put(sub("t4", clock))
+    await subscriptions.remove(two.key)
+    assert [s.key for s in await subscriptions.watching("alice@x|presence")] == [one.key]
+    assert await subscriptions.get(two.key) is None
+
+
+async def test_expired_subscriptions_are_handed_out_once(subscriptions: SubscriptionStore, clock: Clock) -> None:
+    short = sub("t1", clock, expires=10)
+    await subscriptions.put(short)
+    await subscriptions.put(sub("t2", clock, expires=600))
+    assert await subscriptions.expired(clock.now) == []
+    clock.now += 11
+    assert [s.key for s in await subscriptions.expired(clock.now)] == [short.key]
+    assert await subscriptions.expired(clock.now) == []  # claimed: no second final NOTIFY
+    assert [s.key for s in await subscriptions.watching("alice@x|presence")] == ["c-t2;t2"]
