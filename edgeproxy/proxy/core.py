@@ -373,7 +373,8 @@ class ProxyCore:
             branch.provisional = True
             if resp.cseq.method == "INVITE":
                 self._arm_timer_c(branch)
-                self._call_state(ctx, "early")
+                if not ctx.done:
+                    self._call_state(ctx, "early")
             if branch.cancel_pending:
                 self._cancel_branch(branch)
             elif not ctx.done:
@@ -382,9 +383,10 @@ class ProxyCore:
         if resp.status < 300:
             branch.final = resp
             self._invites.pop(branch.key, None)
+            if not ctx.answered:
+                self._call_state(ctx, "confirmed")  # once: 2xx retransmissions and forks confirm nothing new
             ctx.answered = True
             ctx.done = True
-            self._call_state(ctx, "confirmed")
             self._respond(ctx.server, resp)  # every 2xx goes up (RFC 3261 §16.7 step 5)
             for other in ctx.pending:
                 self._cancel_branch(other)
@@ -421,9 +423,10 @@ class ProxyCore:
         self._respond(ctx.server, self._best(ctx))
 
     def _call_state(self, ctx: ProxyContext, state: str) -> None:
+        """A call begins with an initial INVITE and ends with its failure or a BYE."""
         req = ctx.request
-        if self.on_call is not None and req.method in ("INVITE", "BYE") and (req.method == "BYE") == (
-                req.to.tag is not None):
+        if self.on_call is not None and ((req.method == "INVITE" and req.to.tag is None) or (
+                req.method == "BYE" and state == "terminated")):
             self.on_call(req, state)
 
     @staticmethod

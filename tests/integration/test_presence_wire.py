@@ -181,6 +181,11 @@ def test_calls_through_the_edge_light_the_blf_lamp() -> None:
         assert b"<state>terminated</state>" in done
         versions = [int(v) for v in re.findall(rb'version="(\d+)"', done)]
         assert versions == [4]  # idle, early, confirmed, terminated: one document each
+        got_bye = phone.recv()
+        assert method_of(got_bye) == "BYE"
+        phone.reply(got_bye, "200 OK")
+        assert status_of(pbx.recv()) == 200
+        lamp.hears_nothing()  # the BYE's 200 is not a new call state
 
 
 def test_subscribe_on_one_instance_publish_on_the_other(redis_server: str) -> None:

@@ -18,14 +18,21 @@ def sipp_binary() -> str:
     return path
 
 
+def sipp_command(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
+                 timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None,
+                 local_ip: str = "127.0.0.1", name: str = "") -> list[str]:
+    """SIPp running `calls` calls at `rate`/s, each bounded by `timeout`."""
+    return [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
+            *(["-inf", str(inf)] if inf else []), *(extra or []),
+            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", local_ip, "-timeout", f"{int(timeout)}s",
+            "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / f"stats-{name or local_ip}.csv"), target]
+
+
 def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
              timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None,
              local_ip: str = "127.0.0.1") -> tuple[int, str]:
     """Run `calls` calls at `rate`/s; returns SIPp's exit code (0: all succeeded) and its statistics."""
-    args = [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
-            *(["-inf", str(inf)] if inf else []), *(extra or []),
-            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", local_ip, "-timeout", f"{int(timeout)}s",
-            "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / f"stats-{local_ip}.csv"), target]
+    args = sipp_command(scenario, target, transport, calls, rate, workdir, timeout, inf, extra, local_ip)
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,
                           check=False)
     return proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
