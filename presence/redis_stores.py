@@ -124,6 +124,14 @@ class RedisSubscriptionStore:
         except RedisError as err:
             raise StoreError(f"redis: {err}") from err
 
+    async def update(self, sub: Subscription) -> None:
+        """One SET of the record, keeping its TTL; nothing if it is gone meanwhile."""
+        try:
+            await self.client.set(self._sub(sub.key), json.dumps(asdict(sub), separators=(",", ":")), xx=True,
+                                  keepttl=True)
+        except RedisError as err:
+            raise StoreError(f"redis: {err}") from err
+
     async def remove(self, key: str) -> None:
         try:
             sub = await self.get(key)

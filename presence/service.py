@@ -173,22 +173,30 @@ class PresenceService:
         await self.subscriptions.remove(key)
 
     async def _notify_watchers(self, resource: str, package: EventPackage) -> list[Notify]:
-        return [await self._notify(sub, package) for sub in await self.subscriptions.watching(
-            f"{resource}|{package.name}")]
+        """One document for every watcher of the resource (a fan-out reads the state once)."""
+        watchers = await self.subscriptions.watching(f"{resource}|{package.name}")
+        if not watchers:
+            return []
+        document = await self._document(resource, package)
+        return [await self._notify(sub, package, document=document) for sub in watchers]
 
-    async def _notify(self, sub: Subscription, package: EventPackage, state: str | None = None) -> Notify:
+    async def _document(self, resource: str, package: EventPackage) -> bytes:
+        calls = self.calls.get(resource) if package.name == "dialog" else None
+        if calls:
+            return dialog_info(f"sip:{resource}", 0, list(calls.values()))
+        published = await self.publications.lookup(f"{resource}|{package.name}")
+        return package.document(f"sip:{resource}", [p.body for p in published])
+
+    async def _notify(self, sub: Subscription, package: EventPackage, state: str | None = None,
+                      document: bytes | None = None) -> Notify:
         """The next NOTIFY of a subscription, with the resource's current document;
         a live subscription is stored with its new CSeq."""
         sub = sub.next_notify()
         if state is None:
             state = f"active;expires={max(0, round(sub.expires_at - self.clock()))}"
-            await self.subscriptions.put(sub)
-        calls = self.calls.get(sub.resource) if package.name == "dialog" else None
-        if calls:
-            document = dialog_info(f"sip:{sub.resource}", sub.version, list(calls.values()))
-        else:
-            published = await self.publications.lookup(sub.watched)
-            document = package.document(f"sip:{sub.resource}", [p.body for p in published])
+            await self.subscriptions.update(sub)
+        if document is None:
+            document = await self._document(sub.resource, package)
         if package.name == "dialog":
             document = _VERSION.sub(rb"\g<1>" + str(sub.version).encode() + rb"\g<2>", document, count=1)
         headers = [("Max-Forwards", "70"), *(("Route", r) for r in sub.route_set),

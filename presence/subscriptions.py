@@ -43,7 +43,13 @@ class Subscription:
 class SubscriptionStore(Protocol):
     async def get(self, key: str) -> Subscription | None: ...
 
-    async def put(self, sub: Subscription) -> None: ...
+    async def put(self, sub: Subscription) -> None:
+        """Store a new or refreshed subscription (its expiry may have changed)."""
+        ...
+
+    async def update(self, sub: Subscription) -> None:
+        """Store what changed in a subscription that is already stored (its CSeq, version)."""
+        ...
 
     async def remove(self, key: str) -> None: ...
 
@@ -79,6 +85,10 @@ class MemorySubscriptionStore:
             raise OverflowError("subscription table full")
         self._subs[sub.key] = sub
         self._by_watched.setdefault(sub.watched, set()).add(sub.key)
+
+    async def update(self, sub: Subscription) -> None:
+        if sub.key in self._subs:
+            self._subs[sub.key] = sub
 
     async def remove(self, key: str) -> None:
         sub = self._subs.pop(key, None)

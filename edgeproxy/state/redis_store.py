@@ -55,9 +55,17 @@ CAS_ATTEMPTS = 8
 WRITTEN_CACHE = 50_000
 
 
+POOL_SIZE = 64  # connections per client; more concurrent commands wait for one (up to 2 s)
+
+
 def connect(url: str, timeout: float | None = 2.0) -> aioredis.Redis:
-    """A client; `timeout=None` for one that waits on a pub/sub channel."""
-    return aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=2.0, health_check_interval=30)
+    """A client; `timeout=None` for one that waits on a pub/sub channel. Its pool
+    makes a burst of requests queue for a connection instead of failing with
+    "Too many connections" (redis-py's plain pool stops at 100 and raises)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=timeout, socket_connect_timeout=2.0,
+        health_check_interval=30)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _encode(bindings: list[Binding]) -> str:

@@ -75,6 +75,10 @@ async def test_subscriptions_by_key_and_by_resource(subscriptions: SubscriptionS
     changed = dataclasses.replace(one, cseq=5)
     await subscriptions.put(changed)  # an update is not a new subscription: no overflow
     assert (await subscriptions.get(one.key)) == changed
+    await subscriptions.update(dataclasses.replace(one, cseq=6, version=2))  # a NOTIFY went out
+    assert (await subscriptions.get(one.key)) == dataclasses.replace(one, cseq=6, version=2)
+    await subscriptions.update(sub("gone", clock))  # never stored: update does not create it
+    assert await subscriptions.get("c-gone;gone") is None
     with pytest.raises(OverflowError):
         await subscriptions.put(sub("t4", clock))
     await subscriptions.remove(two.key)

@@ -1,0 +1,157 @@
+"""Presence fan-out: one presentity, 1,000 watchers, each PUBLISH → 1,000 NOTIFYs.
+
+    python benchmarks/presence_bench.py [--watchers 1000] [--publishes 5]
+
+For the memory store and the Redis store: the SUBSCRIBE rate (each answered
+200 plus its first NOTIFY) and CPU µs per SUBSCRIBE; then `--publishes`
+PUBLISHes, each fanned out to every watcher: NOTIFYs per second (from the
+PUBLISH to the last NOTIFY received) and CPU µs per NOTIFY (utime+stime of
+the edgeproxy process from /proc, over the fan-out, divided by NOTIFYs
+received). The watchers are one UDP socket in this process answering every
+NOTIFY with 200. Kamailio's presence modules are not run yet (they need
+kamailio-presence-modules and a database schema): the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import Server, cpu_seconds, edgeproxy, redis_server, report
+
+PIDF = ('<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.com">'
+        '<tuple id="t"><status><basic>{}</basic></status><note>n{}</note></tuple></presence>')
+
+
+class Watchers:
+    """Many subscriptions on one socket; every NOTIFY is answered 200 and counted."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind(("127.0.0.3", 0))
+        self.port = self.sock.getsockname()[1]
+        self.notifies = 0
+        self.oks = 0
+        self.last = 0.0
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if data.startswith(b"NOTIFY"):
+                head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+                keep = [h for h in head[1:] if h.split(b":", 1)[0].lower() in (b"via", b"from", b"to", b"call-id",
+                                                                             b"cseq")]
+                self.sock.sendto(b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""]), peer)
+                self.notifies += 1
+                self.last = time.monotonic()
+            elif data.startswith(b"SIP/2.0 200"):
+                self.oks += 1
+
+    def subscribe(self, port: int, count: int) -> None:
+        for i in range(count):
+            msg = (f"SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:{self.port};"
+                   f"branch=z9hG4bKs{i}x;rport\r\nFrom: <sip:w{i}@example.com>;tag=w{i}\r\n"
+                   f"To: <sip:alice@example.com>\r\nCall-ID: bench-{i}\r\nCSeq: 1 SUBSCRIBE\r\n"
+                   f"Contact: <sip:w{i}@127.0.0.3:{self.port}>\r\nEvent: presence\r\nExpires: 3600\r\n"
+                   "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            self.sock.sendto(msg.encode(), ("127.0.0.1", port))
+            if i % 100 == 99:
+                time.sleep(0.05)  # 2,000 SUBSCRIBEs/s at most: a fixed rate, not a burst
+
+    def wait(self, notifies: int, timeout: float = 60) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.notifies < notifies and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.notifies >= notifies
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+def publish(port: int, n: int) -> None:
+    body = PIDF.format("open" if n % 2 else "closed", n).encode()
+    msg = (f"PUBLISH sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.4:9;branch=z9hG4bKp{n}x;rport\r\n"
+           f"From: <sip:alice@example.com>;tag=p{n}\r\nTo: <sip:alice@example.com>\r\nCall-ID: pub-{n}\r\n"
+           f"CSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\nContent-Type: application/pidf+xml\r\n"
+           f"Max-Forwards: 70\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.4", 0))
+        s.sendto(msg, ("127.0.0.1", port))
+
+
+def run(server: Server, watchers: int, publishes: int) -> list[str]:
+    w = Watchers()
+    try:
+        pids = server.pids()
+        before = cpu_seconds(pids)
+        start = time.monotonic()
+        w.subscribe(server.port, watchers)
+        ok = w.wait(watchers)
+        sub_seconds = time.monotonic() - start
+        sub_cpu = cpu_seconds(pids) - before
+        if not ok:
+            return [f"{server.name}: only {w.notifies} of {watchers} first NOTIFYs arrived"]
+        rows = [(f"{server.name}: {watchers} SUBSCRIBEs in {sub_seconds:.2f} s ({watchers / sub_seconds:,.0f}/s), "
+                f"{sub_cpu / watchers * 1e6:,.0f} µs CPU per SUBSCRIBE (with its 200 and first NOTIFY)")]
+        rates, costs = [], []
+        for n in range(publishes):
+            base = w.notifies
+            before = cpu_seconds(pids)
+            start = time.monotonic()
+            publish(server.port, n)
+            if not w.wait(base + watchers):
+                rows.append(f"  publish {n}: only {w.notifies - base} NOTIFYs")
+                break
+            elapsed = w.last - start
+            spent = cpu_seconds(pids) - before
+            rates.append(watchers / elapsed)
+            costs.append(spent / watchers * 1e6)
+        if rates:
+            rates.sort()
+            costs.sort()
+            rows.append(f"  fan-out ({len(rates)} PUBLISHes × {watchers} watchers): median {rates[len(rates) // 2]:,.0f} "
+                        f"NOTIFYs/s, median {costs[len(costs) // 2]:,.0f} µs CPU per NOTIFY "
+                        f"(range {costs[0]:,.0f}–{costs[-1]:,.0f})")
+        return rows
+    finally:
+        w.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--watchers", type=int, default=1000)
+    parser.add_argument("--publishes", type=int, default=5)
+    args = parser.parse_args()
+    config = ('domains = ["example.com"]\n[registrar]\nauth = false\n'
+              f'[presence]\nmax_subscriptions = {args.watchers * 2}\n')
+    lines = [f"presence fan-out: 1 presentity, {args.watchers} watchers, {args.publishes} PUBLISHes"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = pathlib.Path(tmp)
+        with edgeproxy(config, work, "edgeproxy-memory") as server:
+            lines += run(server, args.watchers, args.publishes)
+        with redis_server() as (url, _), edgeproxy(
+                config + f'[state]\nbackend = "redis"\nredis_url = "{url}"\n', work, "edgeproxy-redis") as server:
+            lines += run(server, args.watchers, args.publishes)
+    lines.append("Kamailio presence: not run yet (needs kamailio-presence-modules and a db_text/sqlite schema)")
+    report(lines, "presence")
+
+
+if __name__ == "__main__":
+    main()
