@@ -39,6 +39,7 @@ bench: system-deps $(VENV)/.run-deps
 	$(BIN)/python benchmarks/parser_bench.py
 	$(BIN)/python benchmarks/register_bench.py
 	$(BIN)/python benchmarks/call_bench.py --rate 1000 --calls 10000
+	$(BIN)/python benchmarks/presence_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
