@@ -219,7 +219,8 @@ class EdgeProxy:
         contact = f"sip:{host}:{port}"
         return PresenceService(self.stores.publications, self.stores.subscriptions,
                                ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
-                               frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain)
+                               frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain,
+                               notify_interval=cfg.notify_interval)
 
     def _call_event(self, req: Request, state: str) -> None:
         if self.presence is not None:

@@ -330,6 +330,8 @@ class PresenceConfig:
     max_expires: int = field(default=7200, metadata=_check(_number(1, 2**31 - 1, True)))
     default_expires: int = field(default=3600, metadata=_check(_number(1, 2**31 - 1, True)))
     max_subscriptions: int = field(default=100_000, metadata=_check(_number(1, 100_000_000, True)))
+    # at most one NOTIFY per subscription this often (changes in between coalesce); 0: off
+    notify_interval: float = field(default=0.0, metadata=_check(_number(0, 3600)))
 
 
 @dataclass(slots=True)

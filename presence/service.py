@@ -36,7 +36,8 @@ class Outcome:
 class PresenceService:
     def __init__(self, publications: PublicationStore, subscriptions: SubscriptionStore, policy: ExpiryPolicy,
                  events: frozenset[str], domain_of: Callable[[str], str], contact: Callable[[], str],
-                 is_local: Callable[[str], bool] = lambda _: True, clock: Callable[[], float] = time.time) -> None:
+                 is_local: Callable[[str], bool] = lambda _: True, clock: Callable[[], float] = time.time,
+                 notify_interval: float = 0.0) -> None:
         self.publications = publications
         self.subscriptions = subscriptions
         self.policy = policy
@@ -47,6 +48,9 @@ class PresenceService:
         self.is_local = is_local
         # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
         self.calls: dict[str, dict[str, DialogState]] = {}
+        self.notify_interval = notify_interval
+        self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
+        self._held: dict[str, float] = {}  # subscription key → when its held-back NOTIFY is due
 
     def serves(self, req: Request) -> bool:
         """A PUBLISH, or a SUBSCRIBE for a package we serve (others go to the user)."""
@@ -161,11 +165,19 @@ class PresenceService:
 
     # -- NOTIFY ----------------------------------------------------------------------------
     async def expire(self) -> list[Notify]:
-        """Final NOTIFYs for the subscriptions that ran out."""
+        """Called once a second: final NOTIFYs for the subscriptions that ran out,
+        and the changes held back by the rate limit whose interval has passed."""
         out = []
-        for sub in await self.subscriptions.expired(self.clock()):
+        now = self.clock()
+        for sub in await self.subscriptions.expired(now):
             await self.subscriptions.remove(sub.key)
             out.append(await self._notify(sub, package_for(sub.event), "terminated;reason=timeout"))
+        due = [key for key, at in self._held.items() if at <= now]
+        for key in due:
+            del self._held[key]
+            held = await self.subscriptions.get(key)
+            if held is not None and held.expires_at > now:
+                out.append(await self._notify(held, package_for(held.event)))
         return out
 
     async def gone(self, key: str) -> None:
@@ -178,7 +190,20 @@ class PresenceService:
         if not watchers:
             return []
         document = await self._document(resource, package)
-        return [await self._notify(sub, package, document=document) for sub in watchers]
+        return [await self._notify(sub, package, document=document) for sub in watchers if not self._hold(sub.key)]
+
+    def _hold(self, key: str) -> bool:
+        """Rate limit (`notify_interval`): a change within the interval after this
+        subscription's last NOTIFY waits, and the interval's last state goes out
+        at its end (from expire())."""
+        if not self.notify_interval:
+            return False
+        now = self.clock()
+        last = self._sent.get(key)
+        if key in self._held or (last is not None and now - last < self.notify_interval):
+            self._held.setdefault(key, (last or now) + self.notify_interval)
+            return True
+        return False
 
     async def _document(self, resource: str, package: EventPackage) -> bytes:
         calls = self.calls.get(resource) if package.name == "dialog" else None
@@ -192,6 +217,10 @@ class PresenceService:
         """The next NOTIFY of a subscription, with the resource's current document;
         a live subscription is stored with its new CSeq."""
         sub = sub.next_notify()
+        if self.notify_interval:
+            self._sent[sub.key] = self.clock()
+            while len(self._sent) > MAX_CALL_ENTITIES:
+                del self._sent[next(iter(self._sent))]
         if state is None:
             state = f"active;expires={max(0, round(sub.expires_at - self.clock()))}"
             await self.subscriptions.update(sub)

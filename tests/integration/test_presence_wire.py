@@ -204,3 +204,16 @@ def test_subscribe_on_one_instance_publish_on_the_other(redis_server: str) -> No
         assert header_values(notify, "CSeq") == ["2 NOTIFY"]  # the dialog's CSeq lives in Redis
         assert f":{b.port};" in header_values(notify, "Via")[0]  # sent by the instance that took the PUBLISH
         watcher.hears_nothing()  # exactly one NOTIFY
+
+
+def test_notify_rate_limit_coalesces_changes() -> None:
+    """notify_interval = 2: three PUBLISHes in a burst make one NOTIFY now and one with the last state later."""
+    with running_proxy(CONFIG + "[presence]\nnotify_interval = 2.0\n") as proxy:
+        watcher = Watcher("127.0.0.3", "bob")
+        watcher.subscribe(proxy.port)  # its first NOTIFY opens the interval
+        for note in (b"first", b"second", b"third"):
+            assert status_of(publish(proxy.port, body=OPEN.replace(b"at my desk", note))) == 200
+        watcher.sock.settimeout(4)
+        held = watcher.notified()
+        assert b"third" in body_of(held)  # the interval's last state, not each step
+        watcher.hears_nothing(1.5)
