@@ -36,6 +36,7 @@ test: system-deps $(VENV)/.test-deps
 # against Kamailio in the same run (Debian's kamailio installed when missing).
 bench: system-deps $(VENV)/.run-deps
 	@command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || { $(APT) update -q && $(APT) install -y -q kamailio; }
+	@[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so ] || $(APT) install -y -q kamailio-presence-modules
 	$(BIN)/python benchmarks/parser_bench.py
 	$(BIN)/python benchmarks/register_bench.py
 	$(BIN)/python benchmarks/call_bench.py --rate 1000 --calls 10000

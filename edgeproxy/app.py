@@ -404,6 +404,9 @@ class EdgeProxy:
             self._spawn(txn, self._options(txn, req))
         elif self.presence is not None and self.presence.serves(req) and self._for_presence(req):
             self._spawn(txn, self._presence(txn, req))
+        elif (req.method == "NOTIFY" and self.presence is not None and self.trusted(txn.peer)
+              and (req.get("Event") or "").split(";", 1)[0].strip().lower() == "message-summary"):
+            self._spawn(txn, self._voicemail(txn, req))
         elif (self.auth and req.to.tag is None and not self.trusted(txn.peer)
               and (req.method in self.config.registrar.challenge_methods or self._reaches_users(req))):
             self._spawn(txn, self._authenticated(txn, req))
@@ -443,6 +446,12 @@ class EdgeProxy:
             outcome = await self.presence.subscribe(req, source, behind_nat(req, source))
         self.respond(txn, outcome.response)
         await self._send_notifies(outcome.notifies)
+
+    async def _voicemail(self, txn: ServerTransaction, req: Request) -> None:
+        """Asterisk's MWI NOTIFY: the edge's MWI watchers hear of it, and it goes on to the user."""
+        assert self.presence is not None
+        await self._send_notifies(await self.presence.voicemail_notify(req))
+        self._proxy(txn, req)
 
     async def _send_notifies(self, notifies: list[Notify]) -> None:
         for sub, req in notifies:

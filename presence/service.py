@@ -23,6 +23,7 @@ from .publications import Publication, PublicationStore, apply_publish, new_etag
 from .subscriptions import Subscription, SubscriptionStore
 
 Notify = tuple[Subscription, Request]
+BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
 MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
 
@@ -83,6 +84,23 @@ class PresenceService:
         if made is not None:
             headers.append(("SIP-ETag", etag))
         return Outcome(make_response(req, 200, headers=headers), await self._notify_watchers(resource, package))
+
+    async def voicemail_notify(self, req: Request) -> list[Notify]:
+        """A message-summary NOTIFY from a backend (Asterisk's MWI, solicited or not) for
+        one of our users: its body becomes the mailbox's state, as if PUBLISHed, so
+        every MWI watcher here hears of it. The NOTIFY itself still goes its way."""
+        package = PACKAGES["message-summary"]
+        if package.name not in self.events or not req.body:
+            return []
+        try:
+            body = checked_body(package, req.get("Content-Type"), req.body)
+            resource = aor_of(req.to.uri, self.domain_of)
+        except SipError:
+            return []
+        now = self.clock()
+        await self.publications.update(f"{resource}|{package.name}", lambda current: [
+            *(p for p in current if p.etag != BACKEND_ETAG), Publication(BACKEND_ETAG, body, now + 86400, now)])
+        return await self._notify_watchers(resource, package)
 
     # -- SUBSCRIBE -----------------------------------------------------------------------
     async def subscribe(self, req: Request, source: Source, behind_nat: bool) -> Outcome:

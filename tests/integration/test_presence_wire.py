@@ -217,3 +217,25 @@ def test_notify_rate_limit_coalesces_changes() -> None:
         held = watcher.notified()
         assert b"third" in body_of(held)  # the interval's last state, not each step
         watcher.hears_nothing(1.5)
+
+
+def test_mwi_notify_from_a_backend_reaches_mwi_watchers() -> None:
+    """Asterisk sends its message-summary NOTIFY; watchers at the edge hear of it, and the NOTIFY goes on."""
+    from tests.integration.test_proxy_flows import CONFIG as PROXY_CONFIG
+
+    with running_proxy(PROXY_CONFIG) as proxy:
+        phone = UA("127.0.0.4", "alice")
+        phone.register(proxy.port)
+        mwi = Watcher("127.0.0.3", "bob")
+        _, first = mwi.subscribe(proxy.port, event="message-summary")
+        assert body_of(first).startswith(b"Messages-Waiting: no")
+        pbx = UA("127.0.0.2", "asterisk")
+        summary = b"Messages-Waiting: yes\r\nMessage-Account: sip:*97@example.com\r\nVoice-Message: 1/0 (0/0)\r\n"
+        pbx.send(request(pbx, "NOTIFY", "sip:alice@example.com", "<sip:alice@example.com>", "mwi-1", 1,
+                         "Event: message-summary\r\nSubscription-State: active\r\n"
+                         "Content-Type: application/simple-message-summary\r\n", summary), proxy.port)
+        assert body_of(mwi.notified()) == summary
+        unsolicited = phone.recv()
+        assert method_of(unsolicited) == "NOTIFY"  # the phone still gets Asterisk's own NOTIFY
+        phone.reply(unsolicited, "200 OK")
+        assert status_of(pbx.recv()) == 200
