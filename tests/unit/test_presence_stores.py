@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edgeproxy.state.redis_store import connect
 from presence.publications import MemoryPublicationStore, Publication, PublicationStore
 from presence.redis_stores import RedisPublicationStore, RedisSubscriptionStore
 from presence.subscriptions import MemorySubscriptionStore, Subscription, SubscriptionStore
-from tests.unit.test_state_stores import Clock
+from tests.unit.test_state_stores import Clock, both_backends
 
 
 @pytest.fixture
@@ -21,26 +20,16 @@ def clock() -> Clock:
 
 @pytest.fixture(params=["memory", "redis"])
 async def publications(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[PublicationStore]:
-    if request.param == "memory":
-        store: PublicationStore = MemoryPublicationStore(clock=clock)
-    else:
-        client = connect(request.getfixturevalue("redis_server"))
-        await client.flushdb()
-        store = RedisPublicationStore(client, clock=clock)
-    yield store
-    await store.close()
+    async for store in both_backends(request, lambda: MemoryPublicationStore(clock=clock),
+                                     lambda client: RedisPublicationStore(client, clock=clock)):
+        yield store
 
 
 @pytest.fixture(params=["memory", "redis"])
 async def subscriptions(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SubscriptionStore]:
-    if request.param == "memory":
-        store: SubscriptionStore = MemorySubscriptionStore(max_subscriptions=3, clock=clock)
-    else:
-        client = connect(request.getfixturevalue("redis_server"))
-        await client.flushdb()
-        store = RedisSubscriptionStore(client, max_subscriptions=3, clock=clock)
-    yield store
-    await store.close()
+    async for store in both_backends(request, lambda: MemorySubscriptionStore(max_subscriptions=3, clock=clock),
+                                     lambda client: RedisSubscriptionStore(client, max_subscriptions=3, clock=clock)):
+        yield store
 
 
 BODY = b"<presence \x00\xff binary-safe/>"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, TypeVar
 
 import pytest
+import redis.asyncio as aioredis
 
 from edgeproxy.state.errors import StoreFull
 from edgeproxy.state.location import Binding, LocationStore, MemoryLocationStore
@@ -35,28 +37,37 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def location(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[LocationStore]:
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Closable)
+
+
+async def both_backends(request: pytest.FixtureRequest, memory: Callable[[], S],
+                        redis: Callable[[aioredis.Redis], S]) -> AsyncIterator[S]:
+    """The store under test for the fixture's param: in memory, or on a flushed real redis-server."""
     if request.param == "memory":
-        store: LocationStore = MemoryLocationStore(clock=clock)
+        store = memory()
     else:
         client = connect(request.getfixturevalue("redis_server"))
         await client.flushdb()
-        store = RedisLocationStore(client, clock=clock)
+        store = redis(client)
     yield store
     await store.close()
 
 
 @pytest.fixture(params=["memory", "redis"])
+async def location(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[LocationStore]:
+    async for store in both_backends(request, lambda: MemoryLocationStore(clock=clock),
+                                     lambda client: RedisLocationStore(client, clock=clock)):
+        yield store
+
+
+@pytest.fixture(params=["memory", "redis"])
 async def nonces(request: pytest.FixtureRequest) -> AsyncIterator[NonceCounter]:
-    if request.param == "memory":
-        counter: NonceCounter = MemoryNonceCounter()
-    else:
-        client = connect(request.getfixturevalue("redis_server"))
-        await client.flushdb()
-        counter = RedisNonceCounter(client)
-    yield counter
-    await counter.close()
+    async for store in both_backends(request, MemoryNonceCounter, RedisNonceCounter):
+        yield store
 
 
 def binding(contact: str, expires_at: float, **kw: object) -> Binding:
@@ -179,14 +190,9 @@ async def test_stale_write_cache_loses_nothing(redis_server: str, clock: Clock) 
 
 @pytest.fixture(params=["memory", "redis"])
 async def upstream(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[UpstreamStore]:
-    if request.param == "memory":
-        store: UpstreamStore = MemoryUpstreamStore(clock=clock)
-    else:
-        client = connect(request.getfixturevalue("redis_server"))
-        await client.flushdb()
-        store = RedisUpstreamStore(client, clock=clock)
-    yield store
-    await store.close()
+    async for store in both_backends(request, lambda: MemoryUpstreamStore(clock=clock),
+                                     lambda client: RedisUpstreamStore(client, clock=clock)):
+        yield store
 
 
 async def test_upstream_registration_round_trip_and_lapse(upstream: UpstreamStore, clock: Clock) -> None:
