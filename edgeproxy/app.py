@@ -24,6 +24,7 @@ from edgeproxy.config import Config
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
+from edgeproxy.observability.metrics import STORE_ERRORS, TRANSACTIONS, count_request, count_response
 from edgeproxy.proxy.core import Identity, ProxyCore
 from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
@@ -57,6 +58,7 @@ from edgeproxy.sip.transaction import (
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
 from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
+from edgeproxy.state.errors import StoreError
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
@@ -128,6 +130,7 @@ class EdgeProxy:
                                        sec.scanner_user_agents, sec.max_tracked),
                            self.stores.bans, self._exempt, time.time)
         self._per_source = config.limits.max_transactions_per_source > 0
+        TRANSACTIONS.set_function(lambda: len(self.transactions))
         self._start = start_eagerly if config.state.backend == "memory" else start_in_task
         self.auth = self._authenticator()
         self.registrar = self._registrar()
@@ -277,6 +280,17 @@ class EdgeProxy:
         self._backend_addrs = {(hop.host.strip("[]"), hop.port) for hop in hops}
         self._backend_hosts = {host for host, _ in self._backend_addrs}
 
+    async def readiness(self) -> tuple[bool, str]:
+        """/ready: listening and not draining, the state store answering, and a
+        backend usable when backends are configured."""
+        if self.draining or not self.transports.bound:
+            return False, "draining" if self.draining else "not listening"
+        if not await self.stores.reachable():
+            return False, "state store unreachable"
+        if self.backends and not any(b.usable for b in self.backends.backends):
+            return False, "no usable backend"
+        return True, "ready"
+
     async def drain(self) -> None:
         """SIGTERM: refuse new transactions, let open ones finish, then close."""
         self.draining = True
@@ -343,12 +357,14 @@ class EdgeProxy:
         now = self.loop.time()
         if isinstance(msg, Response):
             validate(msg)
+            count_response(msg.status)
             self._run(self.transactions.receive_response(msg, now))
             return
         if self.guard.scanners is not None and self._scanner(msg):
             return
         stamp_received(msg, source.remote[0], source.remote[1])
         validate(msg)
+        count_request(msg.method)
         if source.connection is not None and "alias" in msg.top_via.params:
             # RFC 5923: requests toward the sent-by may reuse this connection
             via = msg.top_via
@@ -567,6 +583,8 @@ class EdgeProxy:
         """Run a handler (at once, see edgeproxy.aio); whatever happens, the transaction gets an answer."""
 
         def failed(err: BaseException) -> None:
+            if isinstance(err, StoreError):
+                STORE_ERRORS.inc()
             log.error("request handling failed", method=txn.request.method, error=repr(err))
             if txn.state in (State.TRYING, State.PROCEEDING):
                 self.respond(txn, make_response(txn.request, 500))

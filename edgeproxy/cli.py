@@ -24,17 +24,18 @@ async def serve(config: Config) -> int:
     import structlog
 
     from edgeproxy.app import EdgeProxy
+    from edgeproxy.observability.http import OpsServer
 
     log = structlog.get_logger("edgeproxy")
     app = EdgeProxy(config)
+    ops = OpsServer(app.readiness)
     try:
         await app.start()
         if config.metrics.listen:
-            from edgeproxy.observability.metrics import serve_metrics
-
-            serve_metrics(config.metrics.listen)
+            await ops.start(config.metrics.listen)
     except OSError as err:
         log.error("cannot listen", error=str(err))
+        await ops.close()
         await app.close()
         return 1
     stop = asyncio.Event()
@@ -51,6 +52,7 @@ async def serve(config: Config) -> int:
     await stop.wait()
     log.info("draining", timeout=config.server.drain_timeout)
     await app.drain()
+    await ops.close()
     log.info("stopped")
     return 0
 

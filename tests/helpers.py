@@ -113,14 +113,14 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
 
 
 @contextmanager
-def start_redis() -> Iterator[str]:
-    """redis-server on a free port, no persistence, stopped (by PID) afterwards."""
+def start_redis(port: int | None = None) -> Iterator[str]:
+    """redis-server on a free port (or `port`), no persistence, stopped (by PID) afterwards."""
     import shutil
 
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not installed: `make test` installs the Debian package redis-server")
-    port = free_port()
+    port = port or free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,

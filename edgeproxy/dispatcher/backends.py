@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from edgeproxy.observability.metrics import BACKEND_UP
 from edgeproxy.proxy.routing import Hop, hop_for, is_ip
 from edgeproxy.sip import Request, parse_uri
 from edgeproxy.sip.uri import unescape
@@ -49,6 +50,7 @@ def _set_health(backend: Backend, health: Health, why: str) -> None:
         log.warning("backend health", backend=backend.uri, health=health.value, previous=backend.health.value,
                     reason=why)
         backend.health = health
+    BACKEND_UP.labels(backend.uri).set(1 if health is Health.UP else 0)
 
 
 class BackendSet:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from edgeproxy.config import Config
 from edgeproxy.state.bans import BanList, MemoryBanList, RedisBanList
@@ -26,6 +30,15 @@ class Stores:
     upstream: UpstreamStore
     publications: PublicationStore
     subscriptions: SubscriptionStore
+    redis: aioredis.Redis | None = None  # the shared client, for /ready
+
+    async def reachable(self) -> bool:
+        if self.redis is None:
+            return True
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 1.0))
+        except (RedisError, OSError, TimeoutError):
+            return False
 
     async def close(self) -> None:
         for store in (self.location, self.nonces, self.users, self.bans, self.upstream, self.publications,
@@ -48,4 +61,4 @@ def open_stores(config: Config) -> Stores:
                   file_users or RedisUserStore(client, prefix),
                   RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked),
                   RedisUpstreamStore(client, prefix), RedisPublicationStore(client, prefix),
-                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions))
+                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions), client)
