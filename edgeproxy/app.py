@@ -60,6 +60,7 @@ from edgeproxy.sip.uri import URI
 from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
 from edgeproxy.state.errors import StoreError
 from edgeproxy.state.factory import Stores, open_stores
+from edgeproxy.state.users import MemoryUserStore, load_users_file
 from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
@@ -192,10 +193,29 @@ class EdgeProxy:
         if self.config.presence.enabled:
             self.presence = self._presence_service(identity)
             self._expiry_task = self.loop.create_task(self._expiring())
-        if self.backends:
-            host, port = identity.via_host("udp")
-            self.prober = Prober(self.backends, host, port, identity.advertise, identity.user_agent)
+        self._start_probing()
+
+    def _start_probing(self) -> None:
+        if self.backends and self.prober is None and self.proxy is not None:
+            host, port = self.proxy.identity.via_host("udp")
+            self.prober = Prober(self.backends, host, port, self.proxy.identity.advertise,
+                                 self.proxy.identity.user_agent)
             self._probe_task = self.loop.create_task(self._probing())
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: the dispatcher's backends and the users file change without a restart
+        (calls in progress keep their routes; other settings need one)."""
+        d = config.dispatcher
+        self.backends.replace([Backend(b.uri, b.weight) for b in d.backends], d.algorithm)
+        self._note_backend_addresses()
+        if self.proxy is not None:
+            self.proxy.dispatcher = self.backends if self.backends else None
+        self._start_probing()
+        users_file = config.registrar.users
+        if users_file not in ("", "redis") and isinstance(self.stores.users, MemoryUserStore):
+            self.stores.users.users = load_users_file(users_file, config.realm)
+        log.info("reloaded", backends=[b.uri for b in self.backends.backends],
+                 users=len(self.stores.users.users) if isinstance(self.stores.users, MemoryUserStore) else None)
 
     def _throttle(self, identity: Identity) -> Throttle:
         cfg = self.config.throttle

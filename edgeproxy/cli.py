@@ -12,6 +12,7 @@ import uvloop
 
 from edgeproxy.config import Config, ConfigError, load
 from edgeproxy.observability.logging import setup_logging
+from edgeproxy.state.users import UsersFileError
 
 EXIT_CONFIG = 2
 
@@ -20,7 +21,7 @@ def _load(path: str | None) -> Config:
     return load(path) if path else Config()
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, path: str | None = None) -> int:
     import structlog
 
     from edgeproxy.app import EdgeProxy
@@ -42,6 +43,17 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        if path is None:
+            log.warning("SIGHUP ignored: running without a configuration file")
+            return
+        try:
+            app.reload(load(path))
+        except (ConfigError, UsersFileError, OSError, ValueError) as err:  # the running configuration stays
+            log.error("reload failed", error=str(err))
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     # Everything built so far lives as long as the process: keep it out of the
     # collector's way, and collect young objects less often (messages die young
     # and transactions break their own cycles when they end).
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
     setup_logging(config.log.level, config.log.format)
-    return uvloop.run(serve(config))
+    return uvloop.run(serve(config, args.config if args.command == "run" else None))
 
 
 if __name__ == "__main__":

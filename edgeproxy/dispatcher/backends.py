@@ -75,6 +75,24 @@ class BackendSet:
     def __bool__(self) -> bool:
         return bool(self.backends)
 
+    def replace(self, backends: Iterable[Backend], algorithm: str) -> None:
+        """A reload (SIGHUP): backends kept by URI keep their health and calls in
+        flight (and take the new weight); new ones start UP like at startup."""
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {algorithm!r}")
+        known = {b.uri: b for b in self.backends}
+        fresh = []
+        for new in backends:
+            old = known.get(new.uri)
+            if old is not None:
+                old.weight = new.weight
+                fresh.append(old)
+            else:
+                fresh.append(new)
+        self.backends = fresh
+        self.algorithm = algorithm
+        self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
+
     def select(self, req: Request, exclude: set[str] | frozenset[str] = frozenset()) -> Backend | None:
         """The backend for this request among the usable ones not yet tried (failover)."""
         usable = [b for b in self.backends if b.usable and b.uri not in exclude]
