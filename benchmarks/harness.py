@@ -145,7 +145,7 @@ def edgeproxy(config: str, workdir: pathlib.Path, name: str = "edgeproxy") -> It
     port = free_port()
     cfg = workdir / f"{name}.toml"
     log = workdir / f"{name}.log"
-    cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "info"\n')
+    cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "warning"\n')
     with _serving([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)], name, port, log) as server:
         yield server
 

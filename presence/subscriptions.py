@@ -100,8 +100,11 @@ class MemorySubscriptionStore:
                     del self._by_watched[sub.watched]
 
     async def watching(self, watched: str) -> list[Subscription]:
+        keys = self._by_watched.get(watched)
+        if not keys:
+            return []  # the common case for a call's parties: nobody watches them
         now = self.clock()
-        subs = (self._subs.get(k) for k in self._by_watched.get(watched, ()))
+        subs = (self._subs.get(k) for k in keys)
         return [s for s in subs if s is not None and s.expires_at > now]
 
     async def expired(self, now: float) -> list[Subscription]:
