@@ -26,7 +26,7 @@ from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.observability.metrics import STORE_ERRORS, TRANSACTIONS, count_request, count_response
 from edgeproxy.proxy.core import Identity, ProxyCore
-from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source
+from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source, our_uri
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
 from edgeproxy.proxy.routing import path as routing_path
 from edgeproxy.security.guard import Guard, GuardPolicy
@@ -116,6 +116,8 @@ class EdgeProxy:
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._identities: set[str] = set()
+        self._domains = [d.lower() for d in config.server.domains]
+        self._realm = config.realm.lower()
         self._our_ports: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in config.security.trusted]
@@ -227,9 +229,7 @@ class EdgeProxy:
                                 Hop(source.transport, source.remote[0], source.remote[1]))
 
         def edge_contact(user: str) -> str:
-            port_part = "" if port == default_port(hop.transport) else f":{port}"
-            tparam = "" if hop.transport == "udp" else f";transport={hop.transport}"
-            return f"sip:{user}@{identity.advertise}{port_part}{tparam}"
+            return our_uri(identity.advertise, port, hop.transport, user)
 
         reg = self.config.registrar
         policy = ExpiryPolicy(min(reg.min_expires, cfg.client_expires), cfg.client_expires, cfg.client_expires)
@@ -239,7 +239,7 @@ class EdgeProxy:
     def _presence_service(self, identity: Identity) -> PresenceService:
         cfg = self.config.presence
         host, port = identity.advertise, identity.record_route_port("udp")
-        contact = f"sip:{host}:{port}"
+        contact = our_uri(host, port, "udp")
         return PresenceService(self.stores.publications, self.stores.subscriptions,
                                ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
                                frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain,
@@ -441,7 +441,7 @@ class EdgeProxy:
         elif self.presence is not None and self.presence.serves(req) and self._for_presence(req):
             self._spawn(txn, self._presence(txn, req))
         elif (req.method == "NOTIFY" and self.presence is not None and self.trusted(txn.peer)
-              and (req.get("Event") or "").split(";", 1)[0].strip().lower() == "message-summary"):
+              and req.event == "message-summary"):
             self._spawn(txn, self._voicemail(txn, req))
         elif (self.auth and req.to.tag is None and not self.trusted(txn.peer)
               and (req.method in self.config.registrar.challenge_methods or self._reaches_users(req))):
@@ -637,9 +637,9 @@ class EdgeProxy:
         addresses, the default domain. With no `server.domains`, every AoR is in
         the realm (single-domain mode, Kamailio's use_domain=0)."""
         host = host.lower().strip("[]")
-        domains = [d.lower() for d in self.config.server.domains]
+        domains = self._domains
         if not domains:
-            return self.config.realm.lower()
+            return self._realm
         if host in domains or host not in self._identities:
             return host
         return domains[0]

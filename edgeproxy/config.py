@@ -386,13 +386,8 @@ def _section(raw: Any, name: str, cls: type) -> Any:
     return cls(**values)
 
 
-SECTIONS: dict[str, type] = {
-    "server": ServerConfig, "tls": TlsConfig, "limits": LimitsConfig, "keepalive": KeepaliveConfig,
-    "registrar": RegistrarConfig, "state": StateConfig, "security": SecurityConfig,
-    "dispatcher": DispatcherConfig, "throttle": ThrottleConfig, "presence": PresenceConfig,
-    "metrics": MetricsConfig,
-    "log": LogConfig,
-}
+# section name → its dataclass, read off Config itself: a new section is declared once
+SECTIONS: dict[str, type] = {f.name: type(getattr(Config(), f.name)) for f in fields(Config)}
 
 
 def from_dict(raw: dict[str, Any]) -> Config:

@@ -46,11 +46,11 @@ PACKAGES: dict[str, EventPackage] = {
 }
 
 
-def package_for(event: str | None, enabled: frozenset[str] | set[str] | None = None) -> EventPackage:
-    """The package an Event header names (its parameters ignored); 489 when not configured."""
-    name = (event or "").split(";", 1)[0].strip().lower()
-    package = PACKAGES.get(name)
-    if package is None or (enabled is not None and name not in enabled):
+def package_for(name: str | None, enabled: frozenset[str] | set[str] | None = None) -> EventPackage:
+    """The package an event name (Request.event: the Event header without parameters)
+    names; 489 when not configured."""
+    package = PACKAGES.get(name or "")
+    if package is None or (enabled is not None and package.name not in enabled):
         allowed = ", ".join(sorted(enabled if enabled is not None else PACKAGES))
         raise SipError(489, "Bad Event", [("Allow-Events", allowed)])
     return package

@@ -49,22 +49,21 @@ class PresenceService:
         self.is_local = is_local
         # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
         self.calls: dict[str, dict[str, DialogState]] = {}
+        self._parties: dict[str, list[tuple[str, str, str, str]]] = {}  # Call-ID → our parties in it
         self.notify_interval = notify_interval
         self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
         self._held: dict[str, float] = {}  # subscription key → when its held-back NOTIFY is due
 
     def serves(self, req: Request) -> bool:
         """A PUBLISH, or a SUBSCRIBE for a package we serve (others go to the user)."""
-        if req.method == "PUBLISH":
-            return True
-        name = (req.get("Event") or "").split(";", 1)[0].strip().lower()
-        return req.method == "SUBSCRIBE" and name in self.events
+        method = req.method
+        return method == "PUBLISH" or (method == "SUBSCRIBE" and req.event in self.events)
 
     # -- PUBLISH -------------------------------------------------------------------------
     async def publish(self, req: Request) -> Outcome:
         try:
-            package = package_for(req.get("Event"), self.events)
-            expires = self._expires(req)
+            package = package_for(req.event, self.events)
+            expires = self.policy.grant(req.expires)
             body = checked_body(package, req.get("Content-Type"), req.body) if req.body else b""
             resource = aor_of(req.uri, self.domain_of)
             if_match = req.get("SIP-If-Match")
@@ -112,11 +111,11 @@ class PresenceService:
             return Outcome(make_response(req, err.status, err.reason, err.headers))
 
     async def _new(self, req: Request, source: Source, behind_nat: bool) -> Outcome:
-        package = package_for(req.get("Event"), self.events)
+        package = package_for(req.event, self.events)
         accept = [v.split(";", 1)[0].strip().lower() for v in req.values("Accept")]
         if accept and package.content_type not in accept and "*/*" not in accept:
             raise SipError(406, "Not Acceptable", [("Accept", package.content_type)])
-        expires = self._expires(req)
+        expires = self.policy.grant(req.expires)
         contacts = req.contacts
         if len(contacts) != 1:
             raise SipError(400, "Bad Request (SUBSCRIBE needs one Contact)")
@@ -141,10 +140,10 @@ class PresenceService:
             raise SipError(481, "Subscription Does Not Exist")
         if req.cseq.number <= sub.remote_cseq:
             raise SipError(500, "Server Internal Error (CSeq out of order)", [("Retry-After", "1")])
-        package = package_for(req.get("Event"), self.events)
+        package = package_for(req.event, self.events)
         if package.name != sub.event:
             raise SipError(489, "Bad Event", [("Allow-Events", sub.event)])
-        expires = self._expires(req)
+        expires = self.policy.grant(req.expires)
         sub = replace(sub, expires_at=self.clock() + expires, remote_cseq=req.cseq.number)
         ok = self._ok(req, expires, sub.local_tag)
         if expires == 0:
@@ -158,27 +157,41 @@ class PresenceService:
         """A call the proxy routes changed state: the dialog watchers of either party hear of it."""
         if "dialog" not in self.events:
             return []
+        call_id = req.call_id
+        parties = self._parties.get(call_id)
+        if parties is None:
+            if req.method == "BYE":
+                return []  # a call we never saw begin
+            parties = self._parties[call_id] = self._parties_of(req)
+            while len(self._parties) > MAX_CALL_ENTITIES:
+                del self._parties[next(iter(self._parties))]
+        if state == "terminated":
+            del self._parties[call_id]
         out: list[Notify] = []
-        caller, callee = req.from_.uri, req.to.uri
-        for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
-            if not me.is_sip or not me.user or not self.is_local(me.host):
-                continue
-            entity = aor_of(me, self.domain_of)
+        for entity, direction, local, remote in parties:
             calls = self.calls.setdefault(entity, {})
-            old = calls.get(req.call_id)
+            old = calls.get(call_id)
             if old is not None and old.state == state:
                 continue  # a second 18x: nothing new for the lamp
-            if old is None and state == "terminated" and req.method == "BYE":
-                continue  # a call we never saw begin
-            calls[req.call_id] = DialogState(req.call_id, state, old.direction if old else direction,
-                                             str(me), str(other))
+            calls[call_id] = DialogState(call_id, state, direction, local, remote)
             out += await self._notify_watchers(entity, PACKAGES["dialog"])
             if state == "terminated":
-                del calls[req.call_id]
+                del calls[call_id]
                 if not calls:
                     del self.calls[entity]
         while len(self.calls) > MAX_CALL_ENTITIES:
             del self.calls[next(iter(self.calls))]
+        return out
+
+    def _parties_of(self, invite: Request) -> list[tuple[str, str, str, str]]:
+        """(entity, direction, local URI, remote URI) for each party of ours, worked
+        out once per call from its INVITE (a BYE may come from either side)."""
+        caller, callee = invite.from_, invite.to
+        out = []
+        for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
+            uri = me.uri
+            if uri.is_sip and uri.user and self.is_local(uri.host):
+                out.append((aor_of(uri, self.domain_of), direction, me.uri_text, other.uri_text))
         return out
 
     # -- NOTIFY ----------------------------------------------------------------------------
@@ -254,14 +267,6 @@ class PresenceService:
         return sub, Request.build("NOTIFY", sub.remote_target, headers, document)
 
     # -- shared ----------------------------------------------------------------------------
-    def _expires(self, req: Request) -> int:
-        value = req.expires
-        if value is None:
-            return self.policy.default_expires
-        if 0 < value < self.policy.min_expires:
-            raise SipError(423, "Interval Too Brief", [("Min-Expires", str(self.policy.min_expires))])
-        return min(value, self.policy.max_expires)
-
     def _ok(self, req: Request, expires: int, tag: str) -> Response:
         return make_response(req, 200, headers=[("Expires", str(expires)), ("Contact", f"<{self.contact()}>")],
                              to_tag=tag)

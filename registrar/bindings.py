@@ -18,6 +18,16 @@ class ExpiryPolicy:
     max_expires: int
     default_expires: int
 
+    def grant(self, asked: int | None) -> int:
+        """The lifetime granted for one asked for (a binding, a publication, a
+        subscription): the default when none, 423 with Min-Expires below the
+        minimum, capped at the maximum; 0 stays 0 (removal)."""
+        if asked is None:
+            return self.default_expires
+        if 0 < asked < self.min_expires:
+            raise SipError(423, "Interval Too Brief", [("Min-Expires", str(self.min_expires))])
+        return min(asked, self.max_expires)
+
 
 @dataclass(frozen=True, slots=True)
 class Requested:
@@ -65,20 +75,15 @@ def requested_contacts(req: Request, policy: ExpiryPolicy) -> list[Requested] | 
         if header != 0 or len(req.get_lines("Contact")) != 1:
             raise bad_request("Contact: * needs Expires: 0 and no other Contact")
         return None
-    out = []
-    for na in req.contacts:
-        expires = _expires(na, header, policy)
-        if 0 < expires < policy.min_expires:
-            raise SipError(423, "Interval Too Brief", [("Min-Expires", str(policy.min_expires))])
-        out.append(_requested(na, min(expires, policy.max_expires)))
-    return out
+    return [_requested(na, policy.grant(_asked(na, header))) for na in req.contacts]
 
 
-def _expires(na: NameAddr, header: int | None, policy: ExpiryPolicy) -> int:
+def _asked(na: NameAddr, header: int | None) -> int | None:
+    """A Contact's own expires parameter, else the Expires header (RFC 3261 §10.2.1.1)."""
     value = na.params.get("expires")
     if value is not None and value.isdigit():
         return min(int(value[:11]), 2**32 - 1)
-    return header if header is not None else policy.default_expires
+    return header
 
 
 def _requested(na: NameAddr, expires: int) -> Requested:

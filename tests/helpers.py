@@ -144,6 +144,25 @@ def start_redis(port: int | None = None) -> Iterator[str]:
             proc.wait(10)
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of a GET to the instance's operations endpoint."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def metric(port: int, sample: str) -> float:
+    """One sample (`name{label="value"}`) from the instance's /metrics; 0 when absent."""
+    text = http_get(port, "/metrics")[1]
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")]
+    return values[0] if values else 0.0
+
+
 def parse_challenge(value: str) -> dict[str, str]:
     """Parameters of a `Digest …` challenge (test-side, independent of the server's code)."""
     assert value.startswith("Digest ")

@@ -128,11 +128,17 @@ def needs_record_route(req: Request) -> bool:
     return req.method in DIALOG_CREATING and req.to.tag is None
 
 
-def record_route(host: str, port: int, transport: str, double: bool) -> str:
-    """One Record-Route value for the given side of the proxy."""
+def our_uri(host: str, port: int, transport: str, user: str = "") -> str:
+    """A SIP URI naming us on one transport: the port only when not the
+    transport's default, `;transport=` only when not UDP."""
     port_part = "" if port == default_port(transport) else f":{port}"
     tparam = "" if transport == "udp" else f";transport={transport}"
-    return f"<sip:{host}{port_part}{tparam};lr{';r2=on' if double else ''}>"
+    return f"sip:{user}{'@' if user else ''}{host}{port_part}{tparam}"
+
+
+def record_route(host: str, port: int, transport: str, double: bool) -> str:
+    """One Record-Route value for the given side of the proxy."""
+    return f"<{our_uri(host, port, transport)};lr{';r2=on' if double else ''}>"
 
 
 ALIAS = "alias"
@@ -169,5 +175,5 @@ def path(host: str, port: int, transport: str, client: Hop) -> str:
     (`host` is the advertised name) takes the requests that come back through
     it, and the alias says where the client really is (behind NAT, or on a
     connection)."""
-    uri = record_route(host, port, transport, False)[1:-1]
+    uri = f"{our_uri(host, port, transport)};lr"
     return f"<{add_contact_alias(uri, client.transport, client.host, client.port)}>"

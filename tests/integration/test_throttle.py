@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from tests.helpers import Proxy, digest_header, free_port, header_values, running_proxy, status_of
+from tests.helpers import Proxy, digest_header, free_port, header_values, metric, running_proxy, status_of
 from tests.integration.test_proxy_flows import UA, invite, method_of
 
 USERS = {"alice": "a-secret", "bob": "b-secret"}
@@ -124,15 +124,6 @@ def call(upstream: Proxy, user: str, call_id: str) -> UA:
     pbx = UA("127.0.0.2", "pbx")
     pbx.send(invite(pbx, f"sip:{user}@example.com", call_id, branch=f"z9hG4bK{call_id}"), upstream.port)
     return pbx
-
-
-def metric(port: int, sample: str) -> float:
-    """One sample (`name{label="value"}`) from the instance's Prometheus endpoint."""
-    import urllib.request
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")]
-    return values[0] if values else 0.0
 
 
 def test_contact_mode_absorbs_refreshes(tmp_path: pathlib.Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeproxy.sip import SipError
+from edgeproxy.sip import Request, SipError
 from presence import bodies
 from presence.packages import PACKAGES, checked_body, package_for
 from presence.publications import MemoryPublicationStore, Publication, apply_publish
@@ -52,7 +52,8 @@ def test_dialog_info_and_message_summary() -> None:
 
 
 def test_packages_and_media_types() -> None:
-    assert package_for("presence;id=1").name == "presence"
+    subscribe = Request.build("SUBSCRIBE", "sip:alice@example.com", [("Event", "Presence;id=1")])
+    assert package_for(subscribe.event).name == "presence"  # the name without its parameters
     assert status(package_for, "reg") == 489
     assert status(package_for, "dialog", {"presence"}) == 489  # not configured
     assert status(checked_body, PACKAGES["presence"], "text/plain", OPEN) == 415
