@@ -189,7 +189,7 @@ class EdgeProxy:
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.resolver,
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout,
-                               self._call_event if self.config.presence.enabled else None)
+                               self._call_event if self.presence_tracks_calls else None)
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
         if self.config.presence.enabled:
@@ -244,6 +244,11 @@ class EdgeProxy:
                                ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
                                frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain,
                                notify_interval=cfg.notify_interval)
+
+    @property
+    def presence_tracks_calls(self) -> bool:
+        """BLF from proxied calls costs a little per call: only when someone can watch it."""
+        return self.config.presence.enabled and "dialog" in self.config.presence.events
 
     def _call_event(self, req: Request, state: str) -> None:
         if self.presence is not None:
