@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import secrets
 import signal
 import socket
@@ -62,7 +63,12 @@ class Proxy:
         with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             s.sendto(data, (self.host, self.port))
-            return s.recv(65535)
+            call_id = re.search(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", data, re.I | re.M)
+            while True:
+                reply = s.recv(65535)
+                # a port can be reused while a late answer to its former owner is in flight
+                if call_id is None or call_id.group(1) in reply:
+                    return reply
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
