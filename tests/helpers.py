@@ -63,7 +63,7 @@ class Proxy:
         with socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.settimeout(timeout)
             s.sendto(data, (self.host, self.port))
-            call_id = re.search(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", data, re.I | re.M)
+            call_id = re.search(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)", data, re.IGNORECASE | re.MULTILINE)
             while True:
                 reply = s.recv(65535)
                 # a port can be reused while a late answer to its former owner is in flight
@@ -95,8 +95,9 @@ def _wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, log: pathli
 
 @contextmanager
 def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = None,
-                  listen: list[str] | None = None) -> Iterator[Proxy]:
-    """An edgeproxy process on free ports; `config` is extra TOML after [server]."""
+                  listen: list[str] | None = None, prefix: list[str] | None = None) -> Iterator[Proxy]:
+    """An edgeproxy process on free ports; `config` is extra TOML after [server];
+    `prefix` runs it under another command (`ip netns exec NS`, which execs: same PID)."""
     port = port or free_port(host)
     h = f"[{host}]" if ":" in host else host
     listen = listen or [f"udp:{h}:{port}", f"tcp:{h}:{port}"]
@@ -107,7 +108,7 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
         cfg.write_text(f"[server]\nlisten = [{listen_toml}]\ndrain_timeout = 2.0\n{config}\n")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)],
+            proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)],
                                     stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         proxy = Proxy(proc, port, host, log)
         try:
@@ -119,8 +120,9 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
 
 
 @contextmanager
-def start_redis(port: int | None = None) -> Iterator[str]:
-    """redis-server on a free port (or `port`), no persistence, stopped (by PID) afterwards."""
+def start_redis(port: int | None = None, bind: tuple[str, ...] = ()) -> Iterator[str]:
+    """redis-server on a free port (or `port`), no persistence, stopped (by PID) afterwards;
+    on 127.0.0.1 and the `bind` addresses (the URL names the first)."""
     import shutil
 
     binary = shutil.which("redis-server")
@@ -128,7 +130,8 @@ def start_redis(port: int | None = None) -> Iterator[str]:
         raise RuntimeError("redis-server not installed: `make test` installs the Debian package redis-server")
     port = port or free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", *bind, "127.0.0.1", "--save", "",
+                                 "--protected-mode", "no" if bind else "yes",
                                  "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
@@ -144,7 +147,7 @@ def start_redis(port: int | None = None) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("redis-server did not start")
                 time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield f"redis://{(*bind, '127.0.0.1')[0]}:{port}/0"
         finally:
             proc.terminate()
             proc.wait(10)

@@ -41,11 +41,11 @@ def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, 
 class SippServer:
     """A SIPp UAS in the background (a backend), stopped by PID afterwards."""
 
-    def __init__(self, scenario: str, port: int, workdir: pathlib.Path, name: str) -> None:
+    def __init__(self, scenario: str, port: int, workdir: pathlib.Path, name: str, local_ip: str = "127.0.0.1") -> None:
         self.port = port
         self.stats = workdir / f"{name}-stats.csv"
         self.proc = subprocess.Popen(
-            [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port), "-aa",
+            [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-i", local_ip, "-p", str(port), "-aa",
              "-nostdin", "-trace_stat", "-stf", str(self.stats), "-fd", "1", "-timeout", "300s"],
             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
