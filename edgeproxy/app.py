@@ -58,7 +58,7 @@ from edgeproxy.sip.transaction import (
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
 from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
-from edgeproxy.state.errors import StoreError
+from edgeproxy.state.errors import StoreError, store_unavailable
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.state.users import MemoryUserStore, load_users_file
 from edgeproxy.transport.base import RELIABLE, Source, Target
@@ -608,11 +608,14 @@ class EdgeProxy:
         """Run a handler (at once, see edgeproxy.aio); whatever happens, the transaction gets an answer."""
 
         def failed(err: BaseException) -> None:
-            if isinstance(err, StoreError):
-                STORE_ERRORS.inc()
-            log.error("request handling failed", method=txn.request.method, error=repr(err))
             if txn.state in (State.TRYING, State.PROCEEDING):
-                self.respond(txn, make_response(txn.request, 500))
+                self.respond(txn, store_unavailable(txn.request) if isinstance(err, StoreError)
+                             else make_response(txn.request, 500))
+            if isinstance(err, StoreError):  # an outage: counted and visible on /ready, not a bug
+                STORE_ERRORS.inc()
+                log.warning("state store unavailable", method=txn.request.method, error=str(err))
+                return
+            log.error("request handling failed", method=txn.request.method, error=repr(err))
 
         self._start(work, self._tasks, failed)
 

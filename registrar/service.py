@@ -9,7 +9,7 @@ from collections.abc import Callable
 from email.utils import formatdate
 
 from edgeproxy.sip import Request, Response, SipError, make_response
-from edgeproxy.state.errors import StoreError, StoreFull
+from edgeproxy.state.errors import StoreError, StoreFull, store_unavailable
 from edgeproxy.state.location import Binding, LocationStore
 from edgeproxy.transport.base import Source
 
@@ -84,7 +84,7 @@ class Registrar:
         except StoreFull:
             return make_response(req, 503, "Service Unavailable", [("Retry-After", "30")])
         except StoreError:
-            return make_response(req, 500, "Server Internal Error", [("Retry-After", "5")])
+            return store_unavailable(req)
 
     async def _register(self, req: Request, source: Source) -> Response:
         if not self.is_local(req.to.uri.host):

@@ -1,4 +1,6 @@
-"""Why a store could not do what was asked."""
+"""Why a store could not do what was asked, and what a client is told then."""
+
+from edgeproxy.sip import Request, Response, make_response
 
 
 class StoreError(Exception):
@@ -7,3 +9,9 @@ class StoreError(Exception):
 
 class StoreFull(StoreError):
     """A bound was reached: refusing beats growing without limit."""
+
+
+def store_unavailable(req: Request) -> Response:
+    """A request that needs shared state while the store is out: try again soon
+    (RFC 3261 §21.5.4), possibly at another instance."""
+    return make_response(req, 503, "Service Unavailable (state store)", [("Retry-After", "5")])

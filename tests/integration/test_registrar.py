@@ -196,7 +196,7 @@ def test_register_for_foreign_domain_is_refused(registrar: Proxy) -> None:
 
 
 def test_redis_down_gets_a_clear_answer(tmp_path: pathlib.Path) -> None:
-    """With the store unreachable, an authenticated REGISTER gets 500 + Retry-After, and the proxy keeps serving."""
+    """With the store unreachable, an authenticated REGISTER gets 503 + Retry-After, and the proxy keeps serving."""
     from tests.helpers import free_port, options
 
     dead = free_port()  # nothing listens there
@@ -205,5 +205,5 @@ def test_redis_down_gets_a_clear_answer(tmp_path: pathlib.Path) -> None:
     with running_proxy(config) as proxy:
         phone = Phone(proxy)
         reply = phone.register()
-        assert status_of(reply) == 500 and header_values(reply, "Retry-After")
+        assert status_of(reply) == 503 and header_values(reply, "Retry-After") == ["5"]
         assert status_of(proxy.udp(options(proxy.uri))) == 200
