@@ -61,6 +61,15 @@ def _str_list(value: Any, key: str) -> list[str]:
     return [_str(v, f"{key}[{i}]") for i, v in enumerate(value)]
 
 
+def _host_port_list(value: Any, key: str) -> list[str]:
+    items = _str_list(value, key)
+    for i, item in enumerate(items):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{key}[{i}]: expected HOST:PORT, got {item!r}")
+    return items
+
+
 def _number(low: float, high: float, integer: bool = False) -> Callable[[Any, str], Any]:
     def check(value: Any, key: str) -> Any:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
@@ -216,6 +225,9 @@ class StateConfig:
     backend: str = field(default="memory", metadata=_check(_choice("memory", "redis")))
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_check(_str))
     key_prefix: str = field(default="ep:", metadata=_check(_str))
+    # Redis Sentinel: the master is looked up from these (HOST:PORT) and followed across failovers
+    sentinels: list[str] = field(default_factory=list, metadata=_check(_host_port_list))
+    sentinel_master: str = field(default="mymaster", metadata=_check(_str))
     max_aors: int = field(default=1_000_000, metadata=_check(_number(1, 100_000_000, True)))
 
 

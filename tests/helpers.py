@@ -120,37 +120,43 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
 
 
 @contextmanager
-def start_redis(port: int | None = None, bind: tuple[str, ...] = ()) -> Iterator[str]:
-    """redis-server on a free port (or `port`), no persistence, stopped (by PID) afterwards;
-    on 127.0.0.1 and the `bind` addresses (the URL names the first)."""
+def redis_process(port: int, *args: str, host: str = "127.0.0.1") -> Iterator[subprocess.Popen[bytes]]:
+    """redis-server with `args` (a node, or a Sentinel) answering PING on `port`, stopped by PID afterwards."""
     import shutil
 
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not installed: `make test` installs the Debian package redis-server")
-    port = port or free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", *bind, "127.0.0.1", "--save", "",
-                                 "--protected-mode", "no" if bind else "yes",
-                                 "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://{(*bind, '127.0.0.1')[0]}:{port}/0"
-        finally:
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server {' '.join(args)} did not start")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
             proc.terminate()
-            proc.wait(10)
+        proc.wait(10)
+
+
+@contextmanager
+def start_redis(port: int | None = None, bind: tuple[str, ...] = ()) -> Iterator[str]:
+    """redis-server on a free port (or `port`), no persistence, stopped (by PID) afterwards;
+    on 127.0.0.1 and the `bind` addresses (the URL names the first)."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory() as tmp, redis_process(
+            port, "--port", str(port), "--bind", *bind, "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--protected-mode", "no" if bind else "yes", "--dir", tmp):
+        yield f"redis://{(*bind, '127.0.0.1')[0]}:{port}/0"
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

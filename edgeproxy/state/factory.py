@@ -55,10 +55,11 @@ def open_stores(config: Config) -> Stores:
                       MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors),
                       MemoryPublicationStore(config.state.max_aors),
                       MemorySubscriptionStore(config.presence.max_subscriptions))
-    client = connect(config.state.redis_url)
-    prefix = config.state.key_prefix
+    state = config.state
+    client = connect(state.redis_url, sentinels=state.sentinels, master=state.sentinel_master)
+    prefix = state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
                   file_users or RedisUserStore(client, prefix),
-                  RedisBanList(connect(config.state.redis_url, timeout=None), prefix, config.security.max_tracked),
+                  RedisBanList(connect(state.redis_url, None, state.sentinels, state.sentinel_master), prefix, config.security.max_tracked),
                   RedisUpstreamStore(client, prefix), RedisPublicationStore(client, prefix),
                   RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions), client)

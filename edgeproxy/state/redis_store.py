@@ -25,8 +25,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError
 
 from .errors import StoreError, StoreFull
@@ -58,14 +60,27 @@ WRITTEN_CACHE = 50_000
 POOL_SIZE = 64  # connections per client; more concurrent commands wait for one (up to 2 s)
 
 
-def connect(url: str, timeout: float | None = 2.0) -> aioredis.Redis:
+class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Connections to whichever node the Sentinels name master, queued like a BlockingConnectionPool."""
+
+
+def connect(url: str, timeout: float | None = 2.0, sentinels: list[str] | None = None,
+            master: str = "mymaster") -> aioredis.Redis:
     """A client; `timeout=None` for one that waits on a pub/sub channel. Its pool
     makes a burst of requests queue for a connection instead of failing with
-    "Too many connections" (redis-py's plain pool stops at 100 and raises)."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=POOL_SIZE, timeout=2.0, socket_timeout=timeout, socket_connect_timeout=2.0,
-        health_check_interval=30)
-    return aioredis.Redis(connection_pool=pool)
+    "Too many connections" (redis-py's plain pool stops at 100 and raises).
+    With `sentinels`, the master is asked of them and asked again after a
+    connection fails, so a Sentinel failover is followed without a restart."""
+    options: dict[str, Any] = {"max_connections": POOL_SIZE, "timeout": 2.0, "socket_timeout": timeout,
+                               "socket_connect_timeout": 2.0, "health_check_interval": 30}
+    if not sentinels:
+        return aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(url, **options))
+    parsed = urlparse(url)
+    db = int(parsed.path.strip("/") or 0)
+    addresses = [(host, int(port)) for host, _, port in (s.rpartition(":") for s in sentinels)]
+    manager = Sentinel(addresses, sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+                       username=parsed.username, password=parsed.password)
+    return manager.master_for(master, connection_pool_class=_SentinelPool, db=db, **options)
 
 
 def _encode(bindings: list[Binding]) -> str:

@@ -29,6 +29,7 @@ def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
         '[security]\nscanner_action = "shout"\n': "security.scanner_action",
         "[security]\nscanner_user_agents = [1]\n": "security.scanner_user_agents[0]",
         '[server]\nuser_agent = "A\\r\\nX-Evil: 1"\n': "server.user_agent",
+        '[state]\nsentinels = ["127.0.0.1"]\n': "state.sentinels[0]",
         "[server\n": "not valid TOML",
     }
     for text, key in cases.items():
