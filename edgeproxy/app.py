@@ -14,7 +14,7 @@ import ipaddress
 import secrets
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
@@ -58,6 +58,7 @@ from edgeproxy.sip.transaction import (
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
 from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
+from edgeproxy.state.dialogs import CallRecorder
 from edgeproxy.state.errors import StoreError, store_unavailable
 from edgeproxy.state.factory import Stores, open_stores
 from edgeproxy.state.users import MemoryUserStore, load_users_file
@@ -144,6 +145,8 @@ class EdgeProxy:
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
         self.throttle: Throttle | None = None  # likewise
         self.presence: PresenceService | None = None  # likewise
+        self.calls = (CallRecorder(self.stores.dialogs, config.server.instance_id, on_error=self._call_not_recorded)
+                      if config.state.record_calls else None)
         self._expiry_task: asyncio.Task[None] | None = None
         self.prober: Prober | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -189,7 +192,7 @@ class EdgeProxy:
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.resolver,
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout,
-                               self._call_event if self.presence_tracks_calls else None)
+                               self._call_event if self.presence_tracks_calls or self.calls else None)
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
         if self.config.presence.enabled:
@@ -243,15 +246,22 @@ class EdgeProxy:
         return PresenceService(self.stores.publications, self.stores.subscriptions,
                                ExpiryPolicy(cfg.min_expires, cfg.max_expires, cfg.default_expires),
                                frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain,
-                               notify_interval=cfg.notify_interval)
+                               notify_interval=cfg.notify_interval, dialogs=self.stores.dialogs)
 
     @property
     def presence_tracks_calls(self) -> bool:
         """BLF from proxied calls costs a little per call: only when someone can watch it."""
         return self.config.presence.enabled and "dialog" in self.config.presence.events
 
-    def _call_event(self, req: Request, state: str) -> None:
-        if self.presence is not None:
+    @staticmethod
+    def _call_not_recorded(err: Exception) -> None:
+        STORE_ERRORS.inc()
+        log.warning("call not recorded", error=str(err))
+
+    def _call_event(self, req: Request, state: str, backend: str) -> None:
+        if self.calls is not None:
+            self.calls.update(req.call_id, state, req.from_.uri_text, req.to.uri_text, backend)
+        if self.presence is not None and self.presence_tracks_calls:
             presence = self.presence
 
             async def notify() -> None:
@@ -305,6 +315,10 @@ class EdgeProxy:
         self._backend_addrs = {(hop.host.strip("[]"), hop.port) for hop in hops}
         self._backend_hosts = {host for host, _ in self._backend_addrs}
 
+    async def active_calls(self) -> list[dict[str, object]]:
+        """/calls: what the dialog store holds (every instance's calls), newest first."""
+        return [asdict(d) for d in await self.stores.dialogs.active()]
+
     async def readiness(self) -> tuple[bool, str]:
         """/ready: listening and not draining, the state store answering, and a
         backend usable when backends are configured."""
@@ -335,6 +349,8 @@ class EdgeProxy:
         for task in list(self._tasks):
             task.cancel()
         await self.transports.close()
+        if self.calls is not None:
+            await self.calls.flush()
         await self.stores.close()
 
     def _unfinished(self) -> int:

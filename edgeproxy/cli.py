@@ -29,7 +29,7 @@ async def serve(config: Config, path: str | None = None) -> int:
 
     log = structlog.get_logger("edgeproxy")
     app = EdgeProxy(config)
-    ops = OpsServer(app.readiness)
+    ops = OpsServer(app.readiness, app.active_calls)
     try:
         await app.start()
         if config.metrics.listen:

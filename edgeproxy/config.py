@@ -229,6 +229,7 @@ class StateConfig:
     sentinels: list[str] = field(default_factory=list, metadata=_check(_host_port_list))
     sentinel_master: str = field(default="mymaster", metadata=_check(_str))
     max_aors: int = field(default=1_000_000, metadata=_check(_number(1, 100_000_000, True)))
+    record_calls: bool = field(default=True, metadata=_check(_bool))  # calls in progress in the store (/calls)
 
 
 @dataclass(frozen=True, slots=True)

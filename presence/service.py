@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from edgeproxy.sip import Request, Response, SipError, make_response
+from edgeproxy.sip.headers import NameAddr
 from edgeproxy.sip.ids import new_tag
+from edgeproxy.state.dialogs import DialogStore
 from edgeproxy.transport.base import Source
 from registrar.bindings import ExpiryPolicy, aor_of
 
@@ -38,8 +40,9 @@ class PresenceService:
     def __init__(self, publications: PublicationStore, subscriptions: SubscriptionStore, policy: ExpiryPolicy,
                  events: frozenset[str], domain_of: Callable[[str], str], contact: Callable[[], str],
                  is_local: Callable[[str], bool] = lambda _: True, clock: Callable[[], float] = time.time,
-                 notify_interval: float = 0.0) -> None:
+                 notify_interval: float = 0.0, dialogs: DialogStore | None = None) -> None:
         self.publications = publications
+        self.dialogs = dialogs  # calls any instance set up: the parties of a BYE for a call begun elsewhere
         self.subscriptions = subscriptions
         self.policy = policy
         self.events = events
@@ -161,12 +164,16 @@ class PresenceService:
         parties = self._parties.get(call_id)
         if parties is None:
             if req.method == "BYE":
-                return []  # a call we never saw begin
-            parties = self._parties[call_id] = self._parties_of(req)
+                stored = await self.dialogs.get(call_id) if self.dialogs is not None else None
+                if stored is None:
+                    return []  # a call nobody recorded the beginning of
+                parties = self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee))
+            else:
+                parties = self._parties[call_id] = self._parties_of(req.from_, req.to)
             while len(self._parties) > MAX_CALL_ENTITIES:
                 del self._parties[next(iter(self._parties))]
         if state == "terminated":
-            del self._parties[call_id]
+            self._parties.pop(call_id, None)
         out: list[Notify] = []
         for entity, direction, local, remote in parties:
             calls = self.calls.setdefault(entity, {})
@@ -183,10 +190,9 @@ class PresenceService:
             del self.calls[next(iter(self.calls))]
         return out
 
-    def _parties_of(self, invite: Request) -> list[tuple[str, str, str, str]]:
+    def _parties_of(self, caller: NameAddr, callee: NameAddr) -> list[tuple[str, str, str, str]]:
         """(entity, direction, local URI, remote URI) for each party of ours, worked
-        out once per call from its INVITE (a BYE may come from either side)."""
-        caller, callee = invite.from_, invite.to
+        out once per call from its INVITE's From and To (a BYE may come from either side)."""
         out = []
         for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
             uri = me.uri

@@ -159,13 +159,13 @@ def start_redis(port: int | None = None, bind: tuple[str, ...] = ()) -> Iterator
         yield f"redis://{(*bind, '127.0.0.1')[0]}:{port}/0"
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
+def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
     """Status and body of a GET to the instance's operations endpoint."""
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()

@@ -1,15 +1,19 @@
 """The operations endpoint on `[metrics] listen`: GET /metrics (Prometheus
-text format), /health (the process answers) and /ready (it serves: see
-EdgeProxy.readiness). A deliberately tiny HTTP/1.1 server on the event loop:
+text format), /health (the process answers), /ready (it serves: see
+EdgeProxy.readiness) and /calls (the calls in progress, of every instance
+sharing the store, as JSON). A deliberately tiny HTTP/1.1 server on the event loop:
 one request per connection, bounded in size and time."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeproxy.state.errors import StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -18,8 +22,10 @@ TIMEOUT = 5.0
 
 
 class OpsServer:
-    def __init__(self, readiness: Callable[[], Awaitable[tuple[bool, str]]]) -> None:
+    def __init__(self, readiness: Callable[[], Awaitable[tuple[bool, str]]],
+                 calls: Callable[[], Awaitable[list[dict[str, object]]]]) -> None:
         self.readiness = readiness
+        self.calls = calls
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, listen: str) -> None:
@@ -54,4 +60,10 @@ class OpsServer:
         if path == "/ready":
             ready, reason = await self.readiness()
             return ("200 OK" if ready else "503 Service Unavailable"), "text/plain", f"{reason}\n".encode()
-        return "404 Not Found", "text/plain", b"/metrics, /health, /ready\n"
+        if path == "/calls":
+            try:
+                calls = await self.calls()
+            except StoreError as err:
+                return "503 Service Unavailable", "text/plain", f"state store: {err}\n".encode()
+            return "200 OK", "application/json", json.dumps({"calls": calls, "count": len(calls)}).encode()
+        return "404 Not Found", "text/plain", b"/metrics, /health, /ready, /calls\n"

@@ -112,9 +112,9 @@ class ProxyCore:
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, resolver: SipResolver, branch_timeout: float = 5.0,
-                 invite_timeout: float = 180.0, on_call: Callable[[Request, str], None] | None = None) -> None:
+                 invite_timeout: float = 180.0, on_call: Callable[[Request, str, str], None] | None = None) -> None:
         self.transactions = transactions
-        # a call's progress (early, confirmed, terminated), for BLF (presence dialog-info)
+        # a call's progress (early, confirmed, terminated) and its backend's URI: BLF, the dialog store
         self.on_call = on_call
         self.run = run
         self.send = send
@@ -427,7 +427,8 @@ class ProxyCore:
         req = ctx.request
         if self.on_call is not None and ((req.method == "INVITE" and req.to.tag is None) or (
                 req.method == "BYE" and state == "terminated")):
-            self.on_call(req, state)
+            backend = next((b.backend.uri for b in reversed(ctx.branches) if b.backend is not None), "")
+            self.on_call(req, state, backend)
 
     @staticmethod
     def _best(ctx: ProxyContext) -> Response:

@@ -14,6 +14,7 @@ from presence.publications import MemoryPublicationStore, PublicationStore
 from presence.redis_stores import RedisPublicationStore, RedisSubscriptionStore
 from presence.subscriptions import MemorySubscriptionStore, SubscriptionStore
 
+from .dialogs import DialogStore, MemoryDialogStore, RedisDialogStore
 from .location import LocationStore, MemoryLocationStore
 from .nonces import MemoryNonceCounter, NonceCounter
 from .redis_store import RedisLocationStore, RedisNonceCounter, RedisUpstreamStore, RedisUserStore, connect
@@ -30,6 +31,7 @@ class Stores:
     upstream: UpstreamStore
     publications: PublicationStore
     subscriptions: SubscriptionStore
+    dialogs: DialogStore
     redis: aioredis.Redis | None = None  # the shared client, for /ready
 
     async def reachable(self) -> bool:
@@ -42,7 +44,7 @@ class Stores:
 
     async def close(self) -> None:
         for store in (self.location, self.nonces, self.users, self.bans, self.upstream, self.publications,
-                      self.subscriptions):  # closing a shared client twice is harmless
+                      self.subscriptions, self.dialogs):  # closing a shared client twice is harmless
             await store.close()
 
 
@@ -54,7 +56,7 @@ def open_stores(config: Config) -> Stores:
         return Stores(MemoryLocationStore(config.state.max_aors), MemoryNonceCounter(), file_users or MemoryUserStore(),
                       MemoryBanList(config.security.max_tracked), MemoryUpstreamStore(config.state.max_aors),
                       MemoryPublicationStore(config.state.max_aors),
-                      MemorySubscriptionStore(config.presence.max_subscriptions))
+                      MemorySubscriptionStore(config.presence.max_subscriptions), MemoryDialogStore())
     state = config.state
     client = connect(state.redis_url, sentinels=state.sentinels, master=state.sentinel_master)
     prefix = state.key_prefix
@@ -62,4 +64,5 @@ def open_stores(config: Config) -> Stores:
                   file_users or RedisUserStore(client, prefix),
                   RedisBanList(connect(state.redis_url, None, state.sentinels, state.sentinel_master), prefix, config.security.max_tracked),
                   RedisUpstreamStore(client, prefix), RedisPublicationStore(client, prefix),
-                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions), client)
+                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions),
+                  RedisDialogStore(client, prefix), client)

@@ -5,6 +5,7 @@ every registration still routes, every subscription still hears its NOTIFY."""
 from __future__ import annotations
 
 import contextlib
+import json
 import pathlib
 import re
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 from tests.ha.lab import BACKEND, CLIENT, VIP, Lab
 from tests.ha.phone import Phone
-from tests.helpers import running_proxy, start_redis
+from tests.helpers import http_get, running_proxy, start_redis
 from tests.interop.sipp import SippServer, sipp_command
 from tests.unit.test_presence_rules import OPEN
 
@@ -20,6 +21,13 @@ CALLS = 200
 AORS = 50
 SIP_PORT = 5060
 BACKEND_PORT = 5080
+OPS_PORT = 9090
+
+
+def calls_listed(lab: Lab, i: int) -> list[dict[str, object]]:
+    """What instance i's /calls says: every instance's calls, from the shared store."""
+    calls: list[dict[str, object]] = json.loads(http_get(OPS_PORT, "/calls", lab.address(i))[1])["calls"]
+    return calls
 
 
 def instance_config(lab: Lab, i: int, redis_url: str) -> tuple[list[str], str]:
@@ -32,6 +40,7 @@ def instance_config(lab: Lab, i: int, redis_url: str) -> tuple[list[str], str]:
         f'[state]\nbackend = "redis"\nredis_url = "{redis_url.replace(CLIENT, lab.gateway(i))}"\n'
         f'[presence]\nenabled = true\n'
         f'[security]\ntrusted = ["{BACKEND}"]\n'
+        f'[metrics]\nlisten = "{lab.address(i)}:{OPS_PORT}"\n'
         f'[dispatcher]\nprobe_interval = 0.5\n[[dispatcher.backends]]\nuri = "sip:{BACKEND}:{BACKEND_PORT}"\n')
 
 
@@ -73,6 +82,8 @@ def test_kill_the_active_instance_with_calls_registrations_and_subscriptions(tmp
             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stack.callback(lambda: calls.poll() is None and calls.kill())
         time.sleep(CALLS / 50 + 3)  # every call set up, none hung up yet (15 s each)
+        listed = calls_listed(lab, 1)  # the idle instance knows every call the active one carries
+        assert len(listed) == CALLS and {(c["state"], c["edge"]) for c in listed} == {("confirmed", "edge-a")}
 
         # the active instance dies; the floating address moves to the survivor
         killed_at = time.monotonic()
@@ -108,3 +119,4 @@ def test_kill_the_active_instance_with_calls_registrations_and_subscriptions(tmp
         assert routed == AORS
         assert lost_subscriptions == 0
         assert "Traceback" not in survivor_log, survivor_log[-3000:]
+        assert calls_listed(lab, 1) == []  # the survivor saw every BYE and ended every record

@@ -188,6 +188,55 @@ def test_calls_through_the_edge_light_the_blf_lamp() -> None:
         lamp.hears_nothing()  # the BYE's 200 is not a new call state
 
 
+def test_a_call_set_up_on_one_instance_and_ended_on_the_other(redis_server: str) -> None:
+    """Two instances on one Redis (as after a failover): the INVITE crosses A, the BYE crosses B.
+    Both list the call while it lasts (/calls), and B, which never saw the INVITE, turns the
+    lamp off from the dialog store."""
+    import json
+
+    import redis
+
+    from tests.helpers import free_port, http_get
+    from tests.integration.test_proxy_flows import CONFIG as PROXY_CONFIG
+    from tests.integration.test_proxy_flows import invite
+
+    redis.Redis.from_url(redis_server).flushdb()
+    ops = [free_port(), free_port()]
+    config = PROXY_CONFIG + f'[state]\nbackend = "redis"\nredis_url = "{redis_server}"\n'
+    with running_proxy(config + f'[metrics]\nlisten = "127.0.0.1:{ops[0]}"\n') as a, \
+            running_proxy(config + f'[metrics]\nlisten = "127.0.0.1:{ops[1]}"\n') as b:
+        phone = UA("127.0.0.3", "alice")
+        phone.register(a.port)
+        lamp = Watcher("127.0.0.5", "bob")
+        lamp.subscribe(b.port, event="dialog")
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "cross-call"), a.port)
+        inv = phone.recv()
+        phone.reply(inv, "200 OK", "p1")
+        assert b"<state>confirmed</state>" in body_of(lamp.notified())
+        assert status_of(pbx.recv()) == 200
+        for port in ops:  # every instance lists the call, with who set it up
+            listed = json.loads(http_get(port, "/calls")[1])
+            assert listed["count"] == 1, listed
+            call = listed["calls"][0]
+            assert (call["call_id"], call["state"], call["caller"], call["callee"]) == (
+                "cross-call", "confirmed", "sip:pbx@example.com", "sip:alice@example.com")
+        # the BYE reaches B: the route set's address now leads there (the floating address moved)
+        bye = (f"BYE {phone.contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx.ip}:{pbx.port};branch=z9hG4bKbye2;rport\r\n"
+               f"Route: <sip:127.0.0.1:{b.port};lr>\r\nFrom: <sip:pbx@example.com>;tag=c1\r\n"
+               f"To: <sip:alice@example.com>;tag=p1\r\nCall-ID: cross-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+               "Content-Length: 0\r\n\r\n").encode()
+        pbx.send(bye, b.port)
+        got_bye = phone.recv()
+        assert method_of(got_bye) == "BYE"
+        phone.reply(got_bye, "200 OK")
+        assert status_of(pbx.recv()) == 200
+        done = lamp.notified()
+        assert b"<state>terminated</state>" in body_of(done) and f":{b.port};" in header_values(done, "Via")[0]
+        for port in ops:
+            assert json.loads(http_get(port, "/calls")[1])["count"] == 0
+
+
 def test_subscribe_on_one_instance_publish_on_the_other(redis_server: str) -> None:
     """Two instances on one Redis: the PUBLISH reaches a watcher that subscribed elsewhere, once."""
     import redis
