@@ -21,10 +21,11 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
-# redis-server for the state-store tests, sipp (package sip-tester) for interop.
+# redis-server for the state-store tests, sipp (package sip-tester) for interop,
+# ip (iproute2) for the failover lab's network namespaces.
 system-deps:
-	@command -v redis-server >/dev/null && command -v sipp >/dev/null || { \
-		$(APT) update -q && $(APT) install -y -q redis-server sip-tester; }
+	@command -v redis-server >/dev/null && command -v sipp >/dev/null && command -v ip >/dev/null || { \
+		$(APT) update -q && $(APT) install -y -q redis-server sip-tester iproute2; }
 
 run: $(VENV)/.run-deps
 	$(BIN)/edgeproxy run $(if $(CONFIG),--config $(CONFIG))
