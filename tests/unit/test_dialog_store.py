@@ -11,7 +11,6 @@ import pytest
 from edgeproxy.state.dialogs import CallRecorder, Dialog, DialogStore, MemoryDialogStore, RedisDialogStore
 from tests.unit.test_state_stores import both_backends
 
-
 NOW = time.time()  # Redis prunes its index by start time, in real time
 
 
