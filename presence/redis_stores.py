@@ -19,9 +19,8 @@ from dataclasses import asdict
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from edgeproxy.state.errors import StoreError
+from edgeproxy.state.errors import StoreError, redis_errors
 from edgeproxy.state.redis_store import CasRecords, _text, _ttl_ms
 
 from .publications import Change, Publication, newest_first
@@ -103,14 +102,12 @@ class RedisSubscriptionStore:
         return f"{self.prefix}watch:{{{watched}}}"
 
     async def get(self, key: str) -> Subscription | None:
-        try:
+        with redis_errors:
             return _decode_sub(_text(await self.client.get(self._sub(key))))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def put(self, sub: Subscription) -> None:
         ttl_ms = max(1, math.ceil((sub.expires_at - self.clock()) * 1000)) + GRACE_MS
-        try:
+        with redis_errors:
             if await self.client.zscore(self.expiries, sub.key) is None and \
                     await self.client.zcard(self.expiries) >= self.max_subscriptions:
                 raise OverflowError("subscription table full")
@@ -121,19 +118,15 @@ class RedisSubscriptionStore:
                 pipe.pexpire(self._watch(sub.watched), ttl_ms, nx=True)
                 pipe.zadd(self.expiries, {sub.key: sub.expires_at})
                 await pipe.execute()
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def update(self, sub: Subscription) -> None:
         """One SET of the record, keeping its TTL; nothing if it is gone meanwhile."""
-        try:
+        with redis_errors:
             await self.client.set(self._sub(sub.key), json.dumps(asdict(sub), separators=(",", ":")), xx=True,
                                   keepttl=True)
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def remove(self, key: str) -> None:
-        try:
+        with redis_errors:
             sub = await self.get(key)
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.delete(self._sub(key))
@@ -141,11 +134,9 @@ class RedisSubscriptionStore:
                 if sub is not None:
                     pipe.srem(self._watch(sub.watched), key)
                 await pipe.execute()
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def watching(self, watched: str) -> list[Subscription]:
-        try:
+        with redis_errors:
             keys = sorted(k.decode() if isinstance(k, bytes) else k for k in
                           await self.client.smembers(self._watch(watched)))  # type: ignore[misc]
             if not keys:
@@ -154,8 +145,6 @@ class RedisSubscriptionStore:
                 for key in keys:
                     pipe.get(self._sub(key))
                 raws = await pipe.execute()
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         now = self.clock()
         subs = [_decode_sub(_text(raw)) for raw in raws]
         gone = [k for k, s in zip(keys, subs, strict=True) if s is None]
@@ -165,7 +154,7 @@ class RedisSubscriptionStore:
 
     async def expired(self, now: float) -> list[Subscription]:
         """Claimed: only the instance whose ZREM takes a member gets that subscription."""
-        try:
+        with redis_errors:
             due = await self.client.zrangebyscore(self.expiries, "-inf", now, start=0, num=500)
             out = []
             for member in due:
@@ -175,8 +164,6 @@ class RedisSubscriptionStore:
                     if sub is not None:
                         out.append(sub)
             return out
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def close(self) -> None:
         await self.client.aclose()

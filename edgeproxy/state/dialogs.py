@@ -28,9 +28,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
-from .errors import StoreError
+from .errors import StoreError, redis_errors
 
 log = structlog.get_logger(__name__)
 
@@ -129,27 +128,21 @@ class RedisDialogStore:
             else:
                 pipe.zadd(self._index, {d.call_id: d.started})
         pipe.zremrangebyscore(self._index, "-inf", self.clock() - self.ttl)
-        try:
+        with redis_errors:
             await pipe.execute()
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def get(self, call_id: str) -> Dialog | None:
-        try:
+        with redis_errors:
             raw = await self.client.get(self._key(call_id))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         return Dialog.from_json(raw) if raw else None
 
     async def active(self, limit: int = 1000) -> list[Dialog]:
-        try:
+        with redis_errors:
             ids = await self.client.zrevrange(self._index, 0, limit - 1)
             pipe = self.client.pipeline(transaction=False)
             for call_id in ids:
                 pipe.get(self._key(call_id.decode() if isinstance(call_id, bytes) else str(call_id)))
             raws = await pipe.execute() if ids else []
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         dialogs = [Dialog.from_json(raw) for raw in raws if raw]
         return [d for d in dialogs if d.state != "terminated"]
 

@@ -29,9 +29,8 @@ from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.exceptions import RedisError
 
-from .errors import StoreError, StoreFull
+from .errors import StoreError, StoreFull, redis_errors
 from .location import Binding, Change, by_q, live
 from .upstream import UpstreamRegistration
 from .users import Credentials
@@ -120,10 +119,8 @@ class CasRecords:
         self._written: OrderedDict[str, str] = OrderedDict()
 
     async def read(self, key: str) -> str:
-        try:
+        with redis_errors:
             return _text(await self.client.get(key))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
         """`change(old)` gives the new text and its TTL in ms ("" deletes); the text written."""
@@ -141,7 +138,7 @@ class CasRecords:
 
     async def _update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
         guess = self._written.pop(key, None)
-        try:
+        with redis_errors:
             for attempt in range(CAS_ATTEMPTS):
                 old = guess if guess is not None else _text(await self.client.get(key))
                 encoded, ttl_ms = change(old)
@@ -155,8 +152,6 @@ class CasRecords:
                     guess = None  # someone else wrote it: read it, no backoff needed yet
                     continue
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         raise StoreFull(f"{self.what} {key} too contended")
 
 
@@ -200,10 +195,8 @@ class RedisNonceCounter:
         self._advance = client.register_script(_ADVANCE)
 
     async def advance(self, nonce: str, nc: int, ttl: float) -> bool:
-        try:
+        with redis_errors:
             return bool(await self._advance(keys=[f"{self.prefix}nc:{{{nonce}}}"], args=[nc, math.ceil(ttl * 1000)]))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -218,10 +211,8 @@ class RedisUserStore:
         return f"{self.prefix}user:{{{username}}}"
 
     async def get(self, username: str) -> Credentials | None:
-        try:
+        with redis_errors:
             fields = await self.client.hmget(self.key(username), ["ha1_md5", "ha1_sha256"])
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         md5, sha = (_text(f) or None for f in fields)
         return Credentials(md5, sha) if md5 or sha else None
 
@@ -245,28 +236,22 @@ class RedisUpstreamStore:
         return f"{self.prefix}up:{{{aor}}}"
 
     async def get(self, aor: str) -> UpstreamRegistration | None:
-        try:
+        with redis_errors:
             raw = _text(await self.client.get(self.key(aor)))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
         reg = UpstreamRegistration.decode(raw) if raw else None
         return reg if reg is not None and reg.until > self.clock() else None
 
     async def put(self, aor: str, reg: UpstreamRegistration) -> None:
         ttl_ms = math.ceil((reg.until - self.clock()) * 1000)
-        try:
+        with redis_errors:
             if ttl_ms > 0:
                 await self.client.set(self.key(aor), reg.encode(), px=ttl_ms)
             else:
                 await self.client.delete(self.key(aor))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def delete(self, aor: str) -> None:
-        try:
+        with redis_errors:
             await self.client.delete(self.key(aor))
-        except RedisError as err:
-            raise StoreError(f"redis: {err}") from err
 
     async def close(self) -> None:
         await self.client.aclose()
