@@ -171,6 +171,16 @@ def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+def wait_for(port: int, path: str, status: int, timeout: float = 10.0) -> bool:
+    """Whether the operations endpoint's `path` answers `status` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if http_get(port, path)[0] == status:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def metric(port: int, sample: str) -> float:
     """One sample (`name{label="value"}`) from the instance's /metrics; 0 when absent."""
     text = http_get(port, "/metrics")[1]

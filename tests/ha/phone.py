@@ -7,13 +7,13 @@ import socket
 import threading
 import time
 
+from tests.helpers import header_values
+
 
 def header(message: bytes, name: str) -> str:
-    for line in message.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
-        key, _, value = line.decode(errors="replace").partition(":")
-        if key.strip().lower() == name.lower():
-            return value.strip()
-    return ""
+    """The first value of a header, "" when absent."""
+    values = header_values(message, name)
+    return values[0] if values else ""
 
 
 class Phone:

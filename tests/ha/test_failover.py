@@ -7,14 +7,12 @@ from __future__ import annotations
 import contextlib
 import json
 import pathlib
-import re
-import subprocess
 import time
 
 from tests.ha.lab import BACKEND, CLIENT, VIP, Lab
 from tests.ha.phone import Phone
 from tests.helpers import http_get, running_proxy, start_redis
-from tests.interop.sipp import SippServer, sipp_command
+from tests.interop.sipp import SippServer, call_counts, start_sipp
 from tests.unit.test_presence_rules import OPEN
 
 CALLS = 200
@@ -44,13 +42,6 @@ def instance_config(lab: Lab, i: int, redis_url: str) -> tuple[list[str], str]:
         f'[dispatcher]\nprobe_interval = 0.5\n[[dispatcher.backends]]\nuri = "sip:{BACKEND}:{BACKEND_PORT}"\n')
 
 
-def sipp_counts(output: str) -> tuple[int, int]:
-    ok = re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", output)
-    failed = re.search(r"Failed call\s+\|\s+\d+\s+\|\s+(\d+)", output)
-    assert ok and failed, output
-    return int(ok.group(1)), int(failed.group(1))
-
-
 def test_kill_the_active_instance_with_calls_registrations_and_subscriptions(tmp_path: pathlib.Path) -> None:
     vip = (VIP, SIP_PORT)
     with contextlib.ExitStack() as stack:
@@ -76,10 +67,8 @@ def test_kill_the_active_instance_with_calls_registrations_and_subscriptions(tmp
                                     "Event: presence\r\nExpires: 600\r\n", user="w" + u) for u in users}
         assert [watchers.final(c) for c in subs.values()] == [200] * AORS
         time.sleep(1.0)  # probes have found the backend up on both instances
-        calls = subprocess.Popen(
-            sipp_command("uac_call.xml", f"{VIP}:{SIP_PORT}", "udp", CALLS, 50, tmp_path, timeout=90,
-                         local_ip=CLIENT, extra=["-d", "15000", "-l", str(CALLS)], name="callers"),
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        calls = start_sipp("uac_call.xml", f"{VIP}:{SIP_PORT}", CALLS, 50, tmp_path, timeout=90, local_ip=CLIENT,
+                           extra=["-d", "15000", "-l", str(CALLS)], name="callers")
         stack.callback(lambda: calls.poll() is None and calls.kill())
         time.sleep(CALLS / 50 + 3)  # every call set up, none hung up yet (15 s each)
         listed = calls_listed(lab, 1)  # the idle instance knows every call the active one carries
@@ -109,7 +98,7 @@ def test_kill_the_active_instance_with_calls_registrations_and_subscriptions(tmp
             time.sleep(0.1)
 
         output, _ = calls.communicate(timeout=120)
-        successful, failed = sipp_counts(output)
+        successful, failed = call_counts(output)
         lost_subscriptions = len(set(subs.values()) - notified)
         print(f"\nfailover: instance killed with {CALLS} calls up, address moved in {moved * 1000:.0f} ms; "
               f"calls completed {successful}/{CALLS}, calls lost = {CALLS - successful}, "

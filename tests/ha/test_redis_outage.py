@@ -6,23 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import subprocess
 import time
 
 from tests.ha.phone import Phone, header
-from tests.helpers import free_port, http_get, running_proxy, start_redis
-from tests.interop.sipp import SippServer, sipp_command
+from tests.helpers import free_port, running_proxy, start_redis, wait_for
+from tests.interop.sipp import SippServer, start_sipp
 
 CALLS = 300
-
-
-def wait_ready(ops: int, status: int) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if http_get(ops, "/ready")[0] == status:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_calls_flow_and_stateful_requests_get_503_while_redis_is_out(tmp_path: pathlib.Path) -> None:
@@ -50,17 +40,15 @@ def test_calls_flow_and_stateful_requests_get_503_while_redis_is_out(tmp_path: p
             return status, header(answer, "Retry-After")
 
         assert register() == (200, "")
-        assert wait_ready(ops, 200)
+        assert wait_for(ops, "/ready", 200)
         time.sleep(1.0)  # the backend is probed up
         # calls that last 4 s each; Redis stops while the first ones are up and new ones start
-        calls = subprocess.Popen(sipp_command("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp", CALLS, 50, tmp_path,
-                                              timeout=60, extra=["-d", "4000"]),
-                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        calls = start_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", CALLS, 50, tmp_path, extra=["-d", "4000"])
         stack.callback(lambda: calls.poll() is None and calls.kill())
         time.sleep(2.0)
         first_redis.close()
         out_at = time.monotonic()
-        assert wait_ready(ops, 503)
+        assert wait_for(ops, "/ready", 503)
         assert register() == (503, "5")
         sub = phone.request("SUBSCRIBE", "sip:bob@example.com", "sip:bob@example.com", edge,
                             "Event: presence\r\nExpires: 600\r\n", user="alice")
@@ -70,7 +58,7 @@ def test_calls_flow_and_stateful_requests_get_503_while_redis_is_out(tmp_path: p
         assert time.monotonic() - out_at > 3  # the outage covered BYEs and new INVITEs
         # Redis is back (empty: it was not persisted): the same instance serves state again
         stack.enter_context(start_redis(redis_port))
-        assert wait_ready(ops, 200)
+        assert wait_for(ops, "/ready", 200)
         deadline = time.monotonic() + 10
         while register()[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.2)

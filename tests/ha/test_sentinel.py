@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-import subprocess
 import threading
 import time
 
@@ -15,7 +14,7 @@ import redis
 from tests.ha.phone import Phone
 from tests.ha.sentinel import MASTER, sentinel_group
 from tests.helpers import free_port, running_proxy
-from tests.interop.sipp import SippServer, sipp_command
+from tests.interop.sipp import SippServer, start_sipp
 
 
 def test_master_failover_under_registers_and_calls(tmp_path: pathlib.Path) -> None:
@@ -46,9 +45,7 @@ def test_master_failover_under_registers_and_calls(tmp_path: pathlib.Path) -> No
                 time.sleep(0.01)
 
         time.sleep(1.0)  # the backend is probed up
-        calls = subprocess.Popen(sipp_command("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp", 400, 40, tmp_path,
-                                              timeout=60, extra=["-d", "1000"]),
-                                 cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        calls = start_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", 400, 40, tmp_path, extra=["-d", "1000"])
         stack.callback(lambda: calls.poll() is None and calls.kill())
         registering = threading.Thread(target=keep_registering)
         registering.start()

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 
-from tests.helpers import free_port, http_get, metric, options, running_proxy, start_redis, status_of
-
-
-def wait_for(port: int, path: str, status: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if http_get(port, path)[0] == status:
-            return True
-        time.sleep(0.2)
-    return False
+from tests.helpers import free_port, http_get, metric, options, running_proxy, start_redis, status_of, wait_for
 
 
 def test_health_ready_and_metrics() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -36,6 +37,22 @@ def run_sipp(scenario: str, target: str, transport: str, calls: int, rate: int, 
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30,
                           check=False)
     return proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def start_sipp(scenario: str, target: str, calls: int, rate: int, workdir: pathlib.Path, timeout: float = 60.0,
+               extra: list[str] | None = None, local_ip: str = "127.0.0.1", name: str = "") -> subprocess.Popen[str]:
+    """SIPp over UDP in the background (the test acts meanwhile); `communicate()` for its statistics."""
+    return subprocess.Popen(sipp_command(scenario, target, "udp", calls, rate, workdir, timeout, extra=extra,
+                                         local_ip=local_ip, name=name),
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def call_counts(output: str) -> tuple[int, int]:
+    """Successful and failed calls, from SIPp's final statistics screen."""
+    ok = re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", output)
+    failed = re.search(r"Failed call\s+\|\s+\d+\s+\|\s+(\d+)", output)
+    assert ok and failed, output[-3000:]
+    return int(ok.group(1)), int(failed.group(1))
 
 
 class SippServer:

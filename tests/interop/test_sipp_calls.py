@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime
 import pathlib
-import re
 import threading
 import time
 
 from tests.helpers import free_port, running_proxy
-from tests.interop.sipp import SippServer, run_sipp
+from tests.interop.sipp import SippServer, call_counts, run_sipp
 
 
 def dispatcher_config(ports: list[int], algorithm: str = "round-robin", probe: float = 0.5) -> str:
@@ -53,8 +52,7 @@ def test_backend_stopped_mid_run(tmp_path: pathlib.Path) -> None:
                                  workdir=tmp_path, extra=["-d", "10"], timeout=120)
             elapsed = time.monotonic() - started
             killer.join()
-            successful = int(re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", output).group(1))  # type: ignore[union-attr]
-            failed = int(re.search(r"Failed call\s+\|\s+\d+\s+\|\s+(\d+)", output).group(1))  # type: ignore[union-attr]
+            successful, failed = call_counts(output)
             # only calls already answered by the stopped backend can fail (their BYE has no one to reach)
             assert successful >= 990 and successful + failed == 1000, output
             log = proxy.log.read_text().splitlines()
