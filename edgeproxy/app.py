@@ -26,7 +26,7 @@ from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.observability.metrics import STORE_ERRORS, TRANSACTIONS, count_request, count_response
 from edgeproxy.proxy.core import Identity, ProxyCore
-from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source, our_uri
+from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source, our_uri, pop_own_routes
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
 from edgeproxy.proxy.routing import path as routing_path
 from edgeproxy.security.guard import Guard, GuardPolicy
@@ -450,6 +450,10 @@ class EdgeProxy:
     def _handle_request(self, txn: ServerTransaction | None, req: Request) -> None:
         if txn is None:
             return  # an ACK that matched no transaction (handled in _receive)
+        if req.to.tag is None and req.has("Route"):
+            # a preloaded Route to us (a phone's outbound proxy setting) only brought the
+            # request here: without it, REGISTER, PUBLISH, SUBSCRIBE are ours to answer
+            pop_own_routes(req, self._uri_is_ours)
         if req.method == "CANCEL":
             self._cancel(txn, req)
         elif req.method == "REGISTER" and (self.registrar or self.throttle) and not req.has("Route"):

@@ -70,6 +70,12 @@ def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
         req.uri = parse_name_addr(last).uri_text
         _drop_last_route(req)
         removed = True
+    return pop_own_routes(req, is_ours) or removed
+
+
+def pop_own_routes(req: Request, is_ours: IsOurs) -> bool:
+    """Remove the Route entries naming us from the top. Returns True if there was one."""
+    removed = False
     while req.has("Route"):
         top = parse_name_addr(req.values("Route")[0])
         if not is_ours(top.uri):

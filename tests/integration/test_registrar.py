@@ -103,6 +103,14 @@ def test_challenge_then_register_sha256_and_md5(registrar: Proxy) -> None:
     assert status_of(bob.register()) == 200
 
 
+def test_register_through_a_preloaded_route_to_us(registrar: Proxy) -> None:
+    """A phone with the edge as its outbound proxy puts it in a Route (baresip, Linphone):
+    the edge strips its own entry and is the registrar, as Kamailio's loose_route() does."""
+    phone = Phone(registrar)
+    ok = phone.register(extra=f"Route: <sip:127.0.0.1:{registrar.port};transport=udp;lr>\r\n")
+    assert status_of(ok) == 200 and header_values(ok, "Contact")[0].startswith(f"<sip:alice@127.0.0.1:{phone.port}>")
+
+
 def test_failures_look_alike(registrar: Proxy) -> None:
     """Unknown user and wrong password: same status, same headers, same timing class."""
     def attempt(user: str, password: str) -> tuple[int, list[str], float]:
