@@ -192,7 +192,8 @@ class EdgeProxy:
                                self.stores.users if self.config.registrar.users else None,
                                self.backends if self.backends else None, self.resolver,
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout,
-                               self._call_event if self.presence_tracks_calls or self.calls else None)
+                               self._call_event if self.presence_tracks_calls or self.calls else None,
+                               lambda hop: self.transports.connected(hop.transport, (hop.host, hop.port)))
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
         if self.config.presence.enabled:

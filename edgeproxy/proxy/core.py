@@ -112,8 +112,11 @@ class ProxyCore:
                  send: Callable[[bytes, Target], None], now: Callable[[], float], identity: Identity,
                  trusted: Callable[[object], bool], location: LocationStore, users: UserStore | None,
                  dispatcher: BackendSet | None, resolver: SipResolver, branch_timeout: float = 5.0,
-                 invite_timeout: float = 180.0, on_call: Callable[[Request, str, str], None] | None = None) -> None:
+                 invite_timeout: float = 180.0, on_call: Callable[[Request, str, str], None] | None = None,
+                 connected: Callable[[Hop], bool] = lambda hop: True) -> None:
         self.transactions = transactions
+        # whether this instance holds a connection to a TCP/TLS/WS hop (it cannot open one to a client)
+        self.connected = connected
         # a call's progress (early, confirmed, terminated) and its backend's URI: BLF, the dialog store
         self.on_call = on_call
         self.run = run
@@ -171,7 +174,14 @@ class ProxyCore:
         if req.has("Route") or (followed and req.to.tag is not None) or (honoured and routing.ALIAS in req.uri.params):
             if not honoured:
                 raise SipError(403, "Forbidden (Route from outside)")
-            await self._forward(ctx, self._route_destination(req))
+            dest = self._route_destination(req)
+            if isinstance(dest, Hop) and dest.transport in RELIABLE and not self.connected(dest):
+                binding = await self._current_binding(req)
+                if binding is not None:
+                    hop, _, routes, behind_nat = self._binding_route(binding)
+                    await self._forward(ctx, hop, None, routes, behind_nat)
+                    return
+            await self._forward(ctx, dest)
             return
         routing.take_alias(req)  # an alias nobody may make us honour: dropped
         if not (self.identity.is_ours(req.uri) or self.identity.local_domain(req.uri.host)):
@@ -197,6 +207,20 @@ class ProxyCore:
             raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
         for binding in bindings:
             await self._forward(ctx, *self._binding_route(binding))
+
+    async def _current_binding(self, req: Request) -> Binding | None:
+        """The registration of the in-dialog target whose connection is gone: a client that
+        reconnected (to this instance after a failover, or from a new port) is reached on its
+        new connection. The target is the To user's binding with the Request-URI's contact."""
+        to = req.to.uri
+        if to.user is None or not self.identity.local_domain(to.host):
+            return None
+        target = req.uri
+        for binding in await self.location.lookup(aor_of(to, self.identity.domain_of)):
+            contact = parse_uri(binding.contact)
+            if contact.user == target.user and contact.host.lower() == target.host.lower():
+                return binding
+        return None
 
     @staticmethod
     def _binding_route(binding: Binding) -> tuple[Hop | URI, str, list[str], bool]:

@@ -104,6 +104,10 @@ class TransportManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def connected(self, transport: str, address: Address) -> bool:
+        """Whether a connection to that peer is open here."""
+        return self.table.find(transport, address) is not None
+
     async def _connect_and_send(self, data: bytes, target: Target, on_error: ErrorCallback | None,
                                 context: Any) -> None:
         try:

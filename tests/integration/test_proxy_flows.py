@@ -42,15 +42,18 @@ class UA:
 
     def reply(self, request: bytes, status: str, to_tag: str | None = None) -> None:
         """Answer a request received from the proxy (back to the proxy: the top Via)."""
-        head = request.split(b"\r\n\r\n")[0].decode().split("\r\n")
-        keep = [h for h in head[1:] if h.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq", "record-route")]
-        if to_tag:
-            keep = [h + f";tag={to_tag}" if h.lower().startswith("to:") and "tag=" not in h else h for h in keep]
-        via = next(h for h in head[1:] if h.lower().startswith("via:"))
-        sent_by = via.split()[2].split(";")[0]
-        host, port = sent_by.rsplit(":", 1)
-        msg = "\r\n".join([f"SIP/2.0 {status}", *keep, f"Contact: <{self.contact}>", "Content-Length: 0", "", ""])
-        self.sock.sendto(msg.encode(), (host, int(port)))
+        via = header_values(request, "Via")[0]
+        host, port = via.split()[1].split(";")[0].rsplit(":", 1)
+        self.sock.sendto(answer(request.decode(), status, self.contact, to_tag).encode(), (host, int(port)))
+
+
+def answer(request: str, status: str, contact: str, to_tag: str | None = None) -> str:
+    """A UAS's response to `request`: its dialog headers copied, our Contact added."""
+    head = request.split("\r\n\r\n")[0].split("\r\n")
+    keep = [h for h in head[1:] if h.split(":")[0].lower() in ("via", "from", "to", "call-id", "cseq", "record-route")]
+    if to_tag:
+        keep = [h + f";tag={to_tag}" if h.lower().startswith("to:") and "tag=" not in h else h for h in keep]
+    return "\r\n".join([f"SIP/2.0 {status}", *keep, f"Contact: <{contact}>", "Content-Length: 0", "", ""])
 
 
 def invite(caller: UA, ruri: str, call_id: str, branch: str = "z9hG4bKinv1", method: str = "INVITE",
@@ -178,40 +181,82 @@ def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:
         assert proxy.proc.wait(15) == 0
 
 
-def test_call_to_a_websocket_client_uses_its_connection() -> None:
-    """A browser registers over WS with a `.invalid` Contact; a backend's call reaches it on that connection."""
-    from wsproto import ConnectionType, WSConnection
-    from wsproto.events import AcceptConnection, TextMessage
-    from wsproto.events import Request as WsRequest
+class WsPhone:
+    """A browser-like client: SIP over one WebSocket connection, a `.invalid` Contact (RFC 7118),
+    and an RFC 5626 instance id so a re-registration replaces its binding."""
 
+    CONTACT = "sip:k3s9f0@df7jal23ls0d.invalid;transport=ws"
+
+    def __init__(self, port: int) -> None:
+        from wsproto import ConnectionType, WSConnection
+        from wsproto.events import AcceptConnection
+        from wsproto.events import Request as WsRequest
+
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.conn = socket.create_connection(("127.0.0.1", port))
+        self.conn.settimeout(5)
+        self.conn.sendall(self.ws.send(WsRequest(host="127.0.0.1", target="/", subprotocols=["sip"])))
+        self.ws.receive_data(self.conn.recv(65535))
+        assert any(isinstance(e, AcceptConnection) for e in self.ws.events())
+
+    def send(self, text: str) -> None:
+        from wsproto.events import TextMessage
+
+        self.conn.sendall(self.ws.send(TextMessage(data=text)))
+
+    def messages(self) -> list[str]:
+        from wsproto.events import TextMessage
+
+        self.ws.receive_data(self.conn.recv(65535))
+        return [e.data for e in self.ws.events() if isinstance(e, TextMessage)]
+
+    def register(self, cseq: int = 1) -> None:
+        self.send(f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws{cseq}\r\n"
+                  "From: <sip:alice@example.com>;tag=w1\r\nTo: <sip:alice@example.com>\r\nCall-ID: ws-reg\r\n"
+                  f"CSeq: {cseq} REGISTER\r\nContact: <{self.CONTACT}>;expires=300;reg-id=1;"
+                  '+sip.instance="<urn:uuid:0f5e3d1c-6f1e-4c11-9f43-0d1f0c7a9e21>"\r\nMax-Forwards: 70\r\n'
+                  "Content-Length: 0\r\n\r\n")
+        assert self.messages()[0].startswith("SIP/2.0 200")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def test_call_to_a_websocket_client_uses_its_connection() -> None:
+    """A browser registers over WS with a `.invalid` Contact; a backend's call reaches it on that
+    connection. When the browser reconnects (its connection lost, as after an edge failover) and
+    registers again, the call's BYE reaches it on the new connection."""
     from tests.helpers import free_port
 
     port, ws_port = free_port(), free_port()
     listen = [f"udp:127.0.0.1:{port}", f"ws:127.0.0.1:{ws_port}"]
     with running_proxy(CONFIG, port=port, listen=listen) as proxy:
-        ws = WSConnection(ConnectionType.CLIENT)
-        with socket.create_connection(("127.0.0.1", ws_port)) as conn:
-            conn.settimeout(5)
-            conn.sendall(ws.send(WsRequest(host="127.0.0.1", target="/", subprotocols=["sip"])))
+        browser = WsPhone(ws_port)
+        browser.register()
+        pbx = UA("127.0.0.2", "pbx")
+        pbx.send(invite(pbx, "sip:alice@example.com", "ws-call"), proxy.port)
+        got = browser.messages()
+        assert got and got[0].startswith(f"INVITE {WsPhone.CONTACT} SIP/2.0"), got
+        assert "Via: SIP/2.0/WS 127.0.0.1:" in got[0]
+        browser.send(answer(got[0], "200 OK", WsPhone.CONTACT, "b1"))
+        ok = pbx.recv()
+        assert status_of(ok) == 200
+        remote_target = header_values(ok, "Contact")[0].strip("<>")
+        routes = list(reversed(header_values(ok, "Record-Route")))
 
-            def messages() -> list[str]:
-                ws.receive_data(conn.recv(65535))
-                return [e.data for e in ws.events() if isinstance(e, TextMessage)]
-
-            ws.receive_data(conn.recv(65535))
-            assert any(isinstance(e, AcceptConnection) for e in ws.events())
-            contact = "sip:k3s9f0@df7jal23ls0d.invalid;transport=ws"
-            register = (f"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws1\r\n"
-                        "From: <sip:alice@example.com>;tag=w1\r\nTo: <sip:alice@example.com>\r\nCall-ID: ws-reg\r\n"
-                        f"CSeq: 1 REGISTER\r\nContact: <{contact}>;expires=300\r\nMax-Forwards: 70\r\n"
-                        "Content-Length: 0\r\n\r\n")
-            conn.sendall(ws.send(TextMessage(data=register)))
-            assert messages()[0].startswith("SIP/2.0 200")
-            pbx = UA("127.0.0.2", "pbx")
-            pbx.send(invite(pbx, "sip:alice@example.com", "ws-call"), proxy.port)
-            got = messages()
-            assert got and got[0].startswith(f"INVITE {contact} SIP/2.0"), got
-            assert "Via: SIP/2.0/WS 127.0.0.1:" in got[0]
+        browser.close()
+        browser = WsPhone(ws_port)
+        browser.register(2)
+        pbx.send((f"BYE {remote_target} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx.ip}:{pbx.port};branch=z9hG4bKbye1;rport\r\n"
+                  + "".join(f"Route: {r}\r\n" for r in routes)
+                  + "From: <sip:pbx@example.com>;tag=c1\r\nTo: <sip:alice@example.com>;tag=b1\r\n"
+                  "Call-ID: ws-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                 proxy.port)
+        bye = browser.messages()
+        assert bye and bye[0].startswith(f"BYE {WsPhone.CONTACT} SIP/2.0"), bye
+        browser.send(answer(bye[0], "200 OK", WsPhone.CONTACT))
+        assert status_of(pbx.recv()) == 200
+        browser.close()
 
 
 def test_options_to_our_address() -> None:
