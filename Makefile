@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: run test bench system-deps clean
+.PHONY: run test test-interop bench system-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { $(APT) update -q && $(APT) install -y -q python3-venv; }
@@ -21,6 +21,10 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.run-deps
 
+$(VENV)/.interop-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,interop]'
+	touch $@ $(VENV)/.test-deps $(VENV)/.run-deps
+
 # redis-server for the state-store tests, sipp (package sip-tester) for interop,
 # ip (iproute2) for the failover lab's network namespaces.
 system-deps:
@@ -31,7 +35,19 @@ run: $(VENV)/.run-deps
 	$(BIN)/edgeproxy run $(if $(CONFIG),--config $(CONFIG))
 
 test: system-deps $(VENV)/.test-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --ignore=tests/clients
+
+# Real clients nobody here wrote: baresip, and JsSIP in headless Chromium (two browsers,
+# and the failover demo). A client whose package cannot be installed is named here,
+# and its tests skip saying why (-rs lists them); -rP shows the failover timeline.
+INTEROP := baresip:baresip-core chromium:chromium chromedriver:chromium-driver npm:npm
+test-interop: system-deps $(VENV)/.interop-deps
+	@for pair in $(INTEROP); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+		command -v $$cmd >/dev/null || $(APT) install -y -q $$pkg >/dev/null 2>&1 || \
+		{ $(APT) update -q >/dev/null 2>&1 && $(APT) install -y -q $$pkg >/dev/null 2>&1; } || \
+		echo "test-interop: Debian package $$pkg could not be installed: the tests needing $$cmd will SKIP"; \
+	done
+	$(BIN)/python -m pytest -q -p no:cacheprovider -rsP tests/clients
 
 # Not part of `make test`: the parser micro-benchmark, then REGISTER and calls
 # against Kamailio in the same run (Debian's kamailio installed when missing).

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from typing import Self
 
 import pytest
 
@@ -145,7 +146,7 @@ class Baresip:
         """Whether the contact list shows `contact` with presence `status` (Online, Offline)."""
         return self.shows("contacts", f"sip:{contact}@", status)
 
-    def __enter__(self) -> Baresip:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
