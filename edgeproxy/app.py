@@ -332,12 +332,13 @@ class EdgeProxy:
         return True, "ready"
 
     async def drain(self) -> None:
-        """SIGTERM: refuse new transactions, let open ones finish, then close."""
+        """SIGTERM: refuse new dialogs (503) but go on listening, so that the open transactions
+        finish and the calls set up through this instance get their BYE here; then close."""
         self.draining = True
-        self.transports.stop_listening()
         deadline = self.loop.time() + self.config.server.drain_timeout
-        while self._unfinished() and self.loop.time() < deadline:
+        while (self._unfinished() or (self.proxy is not None and self.proxy.calls)) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        self.transports.stop_listening()
         await self.close()
 
     async def close(self) -> None:
@@ -411,10 +412,10 @@ class EdgeProxy:
             # RFC 5923: requests toward the sent-by may reuse this connection
             via = msg.top_via
             self.transports.table.alias(source.connection, (via.host.strip("[]"), via.port or default_port(via.transport)))
-        if self.draining and msg.method not in ("ACK", "CANCEL") and msg.to.tag is None:
-            raise SipError(503, "Service Unavailable", [("Retry-After", "5")], msg)
+        # draining: nothing new outside a dialog, but what is under way goes on
+        new_allowed = not self.draining or msg.to.tag is not None or msg.method == "CANCEL"
         actions = self.transactions.receive_request(msg, source.reliable, now, source,
-                                                    source.remote[0] if self._per_source else "")
+                                                    source.remote[0] if self._per_source else "", new_allowed)
         if msg.method == "ACK" and actions and isinstance(actions[0], Deliver) and actions[0].txn is None:
             if self.proxy is not None:
                 self.proxy.forward_stateless(msg, source)  # the ACK for a 2xx: end to end

@@ -95,7 +95,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], host: str, port: int, log: pathli
 
 @contextmanager
 def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = None,
-                  listen: list[str] | None = None, prefix: list[str] | None = None) -> Iterator[Proxy]:
+                  listen: list[str] | None = None, prefix: list[str] | None = None,
+                  drain_timeout: float = 2.0) -> Iterator[Proxy]:
     """An edgeproxy process on free ports; `config` is extra TOML after [server];
     `prefix` runs it under another command (`ip netns exec NS`, which execs: same PID)."""
     port = port or free_port(host)
@@ -105,7 +106,7 @@ def running_proxy(config: str = "", host: str = "127.0.0.1", port: int | None = 
         cfg = pathlib.Path(tmp) / "edge.toml"
         log = pathlib.Path(tmp) / "edge.log"
         listen_toml = ", ".join(f'"{item}"' for item in listen)
-        cfg.write_text(f"[server]\nlisten = [{listen_toml}]\ndrain_timeout = 2.0\n{config}\n")
+        cfg.write_text(f"[server]\nlisten = [{listen_toml}]\ndrain_timeout = {drain_timeout}\n{config}\n")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("wb") as out:
             proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)],

@@ -130,9 +130,10 @@ class ProxyCore:
         self.branch_timeout = branch_timeout
         self.resolver = resolver
         self._sent_bys = identity.sent_bys()
-        # Call-ID → (backend, start) of calls in flight, oldest first (least-busy). A call whose
-        # BYE never crosses us is forgotten after MAX_CALL_AGE; the map never exceeds MAX_CALLS.
-        self.calls: collections.OrderedDict[str, tuple[Backend, float]] = collections.OrderedDict()
+        # Call-ID → (backend or None, start) of the calls set up through this instance and not
+        # ended yet, oldest first: least-busy counts them per backend, a drain waits for them.
+        # A call whose BYE never crosses us is forgotten after MAX_CALL_AGE; at most MAX_CALLS.
+        self.calls: collections.OrderedDict[str, tuple[Backend | None, float]] = collections.OrderedDict()
         self._watched: collections.deque[tuple[float, Branch]] = collections.deque()  # backend branches
         self.invite_timeout = invite_timeout
         # Timer C: the heap holds only keys, the dict only branches still waiting for
@@ -273,8 +274,9 @@ class ProxyCore:
                          {"branch": routing.branch(ctx.loop_hash), "rport": None}))
         branch = Branch(ctx, hop, backend, behind_nat)
         ctx.branches.append(branch)
-        if backend is not None and req.method == "INVITE":
-            backend.calls += 1
+        if req.method == "INVITE" and (backend is not None or req.to.tag is None):
+            if backend is not None:
+                backend.calls += 1
             self.calls[req.call_id] = (backend, self.now())
             if len(self.calls) > MAX_CALLS:
                 self._call_ended(next(iter(self.calls)))
@@ -444,6 +446,8 @@ class ProxyCore:
             return
         ctx.done = True
         self._call_state(ctx, "terminated")
+        if ctx.request.method == "INVITE" and ctx.request.to.tag is None:
+            self._call_ended(ctx.request.call_id)  # every branch failed: no call
         self._respond(ctx.server, self._best(ctx))
 
     def _call_state(self, ctx: ProxyContext, state: str) -> None:

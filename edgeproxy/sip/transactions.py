@@ -69,12 +69,13 @@ class TransactionLayer:
 
     # -- incoming ----------------------------------------------------------
     def receive_request(self, req: Request, reliable: bool, now: float, peer: Any = None,
-                        origin: str = "") -> list[Action]:
+                        origin: str = "", new_allowed: bool = True) -> list[Action]:
         """A request from the wire: a new transaction, a retransmission or an ACK.
 
-        Raises SipError(503) when the table (or the origin's share) is full,
-        SipError(400) when the headers that identify the transaction are
-        malformed.
+        Raises SipError(503) when the table (or the origin's share) is full or
+        no new transaction is allowed (a draining instance: its retransmissions
+        still reach the transactions it has), SipError(400) when the headers
+        that identify the transaction are malformed.
         """
         key = server_key(req)
         if req.method == "ACK":
@@ -85,7 +86,7 @@ class TransactionLayer:
         txn = self.server.get(key)
         if txn is not None:
             return txn.retransmission(now)
-        if len(self) >= self.max_transactions:
+        if not new_allowed or len(self) >= self.max_transactions:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
         if self.max_per_origin:
             self._count_origin(key, origin, req)

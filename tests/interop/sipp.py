@@ -55,6 +55,12 @@ def call_counts(output: str) -> tuple[int, int]:
     return int(ok.group(1)), int(failed.group(1))
 
 
+def message_counts(output: str) -> list[tuple[str, int]]:
+    """The scenario screen's rows, in order: (message, how many went or came), e.g. ("200", 39)."""
+    rows = re.findall(r"^\s+(\S+) (?:---------->|<----------)\s+(?:E-RTD\d\s+)?(\d+)", output, re.MULTILINE)
+    return [(name, int(count)) for name, count in rows]
+
+
 class SippServer:
     """A SIPp UAS in the background (a backend), stopped by PID afterwards."""
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import signal
 import threading
 import time
 
 from tests.helpers import free_port, running_proxy
-from tests.interop.sipp import SippServer, call_counts, run_sipp
+from tests.interop.sipp import SippServer, call_counts, message_counts, run_sipp, start_sipp
 
 
 def dispatcher_config(ports: list[int], algorithm: str = "round-robin", probe: float = 0.5) -> str:
@@ -92,3 +93,31 @@ def test_backend_by_dns_name(tmp_path: pathlib.Path) -> None:
     finally:
         backend.stop()
         dns.close()
+
+
+def test_sigterm_during_a_sipp_run_loses_no_established_call(tmp_path: pathlib.Path) -> None:
+    """SIGTERM while calls are up: new calls get 503, every call already answered gets its
+    BYE through (the instance goes on listening), then the process exits 0 by itself."""
+    port = free_port()
+    backend = SippServer("uas_call.xml", port, tmp_path, "uas")
+    try:
+        with running_proxy(dispatcher_config([port]), drain_timeout=30) as proxy:
+            time.sleep(1.0)  # first probe round
+            calls = start_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", 60, 20, tmp_path, timeout=60,
+                               extra=["-d", "3000"])
+            time.sleep(1.5)  # about 30 calls up (3 s each), 30 still to come
+            proxy.proc.send_signal(signal.SIGTERM)
+            output, _ = calls.communicate(timeout=120)
+            assert proxy.proc.wait(30) == 0
+            rows = message_counts(output)
+            answered = rows[[name for name, _ in rows].index("200")][1]  # the INVITEs' 200
+            hung_up = [count for name, count in rows if name == "200"][-1]  # the BYEs' 200
+            successful, failed = call_counts(output)
+            print(f"\nSIGTERM after 1.5 s of 60 calls: {answered} established, {hung_up} hung up through the "
+                  f"draining instance, {failed} failed (new calls, refused with 503)")
+            assert 0 < answered < 60 and hung_up == answered == successful, output[-3000:]
+            assert failed == 60 - answered  # the others were refused at once (503), none hung
+            stopped = proxy.log.read_text()
+            assert '"stopped"' in stopped and "Traceback" not in stopped
+    finally:
+        backend.stop()
