@@ -24,7 +24,14 @@ from edgeproxy.config import Config
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
-from edgeproxy.observability.metrics import STORE_ERRORS, TRANSACTIONS, count_request, count_response
+from edgeproxy.observability.metrics import (
+    CALLS,
+    MESSAGE_SECONDS,
+    STORE_ERRORS,
+    TRANSACTIONS,
+    count_request,
+    count_response,
+)
 from edgeproxy.proxy.core import Identity, ProxyCore
 from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source, our_uri, pop_own_routes
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
@@ -194,6 +201,8 @@ class EdgeProxy:
                                self.config.dispatcher.branch_timeout, self.config.limits.invite_timeout,
                                self._call_event if self.presence_tracks_calls or self.calls else None,
                                lambda hop: self.transports.connected(hop.transport, (hop.host, hop.port)))
+        proxy = self.proxy
+        CALLS.set_function(lambda: len(proxy.calls))
         if self.config.throttle.mode != "off":
             self.throttle = self._throttle(identity)
         if self.config.presence.enabled:
@@ -380,12 +389,14 @@ class EdgeProxy:
         """Entry point for every message a transport delivers; never raises."""
         if not self.guard.admit(source.remote[0]):
             return
+        start = time.perf_counter()
         try:
             self._receive(data, source)
         except SipError as err:
             self._refuse(err, source)
         except Exception:  # a bug must cost one message, never the process
             log.exception("unhandled error", source=source.remote, transport=source.transport)
+        MESSAGE_SECONDS.observe(time.perf_counter() - start)
 
     def _receive(self, data: bytes, source: Source) -> None:
         msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))

@@ -102,12 +102,12 @@ class RedisSubscriptionStore:
         return f"{self.prefix}watch:{{{watched}}}"
 
     async def get(self, key: str) -> Subscription | None:
-        with redis_errors:
+        with redis_errors():
             return _decode_sub(_text(await self.client.get(self._sub(key))))
 
     async def put(self, sub: Subscription) -> None:
         ttl_ms = max(1, math.ceil((sub.expires_at - self.clock()) * 1000)) + GRACE_MS
-        with redis_errors:
+        with redis_errors():
             if await self.client.zscore(self.expiries, sub.key) is None and \
                     await self.client.zcard(self.expiries) >= self.max_subscriptions:
                 raise OverflowError("subscription table full")
@@ -121,12 +121,12 @@ class RedisSubscriptionStore:
 
     async def update(self, sub: Subscription) -> None:
         """One SET of the record, keeping its TTL; nothing if it is gone meanwhile."""
-        with redis_errors:
+        with redis_errors():
             await self.client.set(self._sub(sub.key), json.dumps(asdict(sub), separators=(",", ":")), xx=True,
                                   keepttl=True)
 
     async def remove(self, key: str) -> None:
-        with redis_errors:
+        with redis_errors():
             sub = await self.get(key)
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.delete(self._sub(key))
@@ -136,7 +136,7 @@ class RedisSubscriptionStore:
                 await pipe.execute()
 
     async def watching(self, watched: str) -> list[Subscription]:
-        with redis_errors:
+        with redis_errors():
             keys = sorted(k.decode() if isinstance(k, bytes) else k for k in
                           await self.client.smembers(self._watch(watched)))  # type: ignore[misc]
             if not keys:
@@ -154,7 +154,7 @@ class RedisSubscriptionStore:
 
     async def expired(self, now: float) -> list[Subscription]:
         """Claimed: only the instance whose ZREM takes a member gets that subscription."""
-        with redis_errors:
+        with redis_errors():
             due = await self.client.zrangebyscore(self.expiries, "-inf", now, start=0, num=500)
             out = []
             for member in due:

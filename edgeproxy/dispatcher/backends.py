@@ -71,6 +71,7 @@ class BackendSet:
         self.up_after = up_after
         self._rr = itertools.count()
         self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
+        self._export(())
 
     def __bool__(self) -> bool:
         return bool(self.backends)
@@ -89,9 +90,18 @@ class BackendSet:
                 fresh.append(old)
             else:
                 fresh.append(new)
+        dropped = [uri for uri in known if uri not in {b.uri for b in fresh}]
         self.backends = fresh
         self.algorithm = algorithm
         self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
+        self._export(dropped)
+
+    def _export(self, dropped: Iterable[str]) -> None:
+        """Every backend's health on /metrics from the start; a removed one leaves it."""
+        for uri in dropped:
+            BACKEND_UP.remove(uri)
+        for backend in self.backends:
+            BACKEND_UP.labels(backend.uri).set(1 if backend.health is Health.UP else 0)
 
     def select(self, req: Request, exclude: set[str] | frozenset[str] = frozenset()) -> Backend | None:
         """The backend for this request among the usable ones not yet tried (failover)."""

@@ -1,17 +1,20 @@
 """Prometheus metrics (prometheus-client), served on `[metrics] listen`
 (edgeproxy.observability.http).
 
-Names follow Prometheus conventions: `edgeproxy_…_total` for counters.
+Names follow Prometheus conventions: `edgeproxy_…_total` for counters,
+seconds for durations.
 They live in the process-wide default registry, so every part that counts
 imports its metric from here and nothing is registered twice.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTERS = Counter("edgeproxy_throttle_registers_total",
@@ -21,6 +24,8 @@ BANS = Counter("edgeproxy_bans_total", "Bans imposed by this instance, by reason
 TRANSACTIONS = Gauge("edgeproxy_transactions", "SIP transactions in the table")
 STORE_ERRORS = Counter("edgeproxy_store_errors_total", "Requests that failed on the state store (Redis)")
 BACKEND_UP = Gauge("edgeproxy_backend_up", "Dispatcher backend health: 1 up, 0 probing or down", ["backend"])
+CALLS = Gauge("edgeproxy_calls_in_progress", "Calls set up through this instance and not ended (INVITEs in flight "
+              "included)")
 
 # Per-message counts are plain integers (no lock, no label lookup on the hot
 # path), turned into counters only when /metrics is scraped.
@@ -28,6 +33,38 @@ _METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE"
             "MESSAGE", "REFER", "INFO", "UPDATE", "PRACK")
 _requests = dict.fromkeys((*_METHODS, "other"), 0)  # unknown methods share one series: labels stay bounded
 _responses = [0] * 7  # by status class, 1..6
+
+
+class FastHistogram:
+    """A histogram for the hot path: plain counters (the event loop is one thread, so
+    no lock), turned into Prometheus buckets only when /metrics is scraped."""
+
+    __slots__ = ("bounds", "counts", "doc", "name", "total")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name, self.doc, self.bounds = name, doc, bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+
+    def family(self) -> HistogramMetricFamily:
+        buckets, cumulative = [], 0
+        for bound, n in zip((*self.bounds, math.inf), self.counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        return HistogramMetricFamily(self.name, self.doc, buckets=buckets, sum_value=self.total)
+
+
+_LATENCY = (0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+MESSAGE_SECONDS = FastHistogram(
+    "edgeproxy_message_seconds",
+    "Time a SIP message takes on the event loop, from arrival to the end of its handling (parse, decide, "
+    "send); a handler waiting on Redis is continued later, see edgeproxy_store_seconds", _LATENCY)
+STORE_SECONDS = FastHistogram("edgeproxy_store_seconds", "Duration of each Redis operation of the state store",
+                              _LATENCY)
 
 
 def count_request(method: str) -> None:
@@ -41,7 +78,7 @@ def count_response(status: int) -> None:
 
 
 class _MessageCounts(Collector):
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("edgeproxy_requests", "SIP requests received (parsed and valid), by method",
                                        labels=["method"])
         for method, n in _requests.items():
@@ -52,6 +89,8 @@ class _MessageCounts(Collector):
         for cls in range(1, 7):
             responses.add_metric([f"{cls}xx"], _responses[cls])
         yield responses
+        yield MESSAGE_SECONDS.family()
+        yield STORE_SECONDS.family()
 
 
 REGISTRY.register(_MessageCounts())

@@ -128,16 +128,16 @@ class RedisDialogStore:
             else:
                 pipe.zadd(self._index, {d.call_id: d.started})
         pipe.zremrangebyscore(self._index, "-inf", self.clock() - self.ttl)
-        with redis_errors:
+        with redis_errors():
             await pipe.execute()
 
     async def get(self, call_id: str) -> Dialog | None:
-        with redis_errors:
+        with redis_errors():
             raw = await self.client.get(self._key(call_id))
         return Dialog.from_json(raw) if raw else None
 
     async def active(self, limit: int = 1000) -> list[Dialog]:
-        with redis_errors:
+        with redis_errors():
             ids = await self.client.zrevrange(self._index, 0, limit - 1)
             pipe = self.client.pipeline(transaction=False)
             for call_id in ids:

@@ -1,9 +1,11 @@
 """Why a store could not do what was asked, and what a client is told then."""
 
+import time
 from types import TracebackType
 
 from redis.exceptions import RedisError
 
+from edgeproxy.observability.metrics import STORE_SECONDS
 from edgeproxy.sip import Request, Response, make_response
 
 
@@ -21,18 +23,16 @@ def store_unavailable(req: Request) -> Response:
     return make_response(req, 503, "Service Unavailable (state store)", [("Retry-After", "5")])
 
 
-class _RedisErrors:
-    """`with redis_errors:` turns a Redis failure into a StoreError (one shared
-    instance, stateless: nothing is allocated per use)."""
+class redis_errors:
+    """`with redis_errors():` around a Redis operation: its duration goes to the
+    store latency histogram, and a Redis failure becomes a StoreError."""
 
-    __slots__ = ()
+    __slots__ = ("start",)
 
     def __enter__(self) -> None:
-        return None
+        self.start = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        STORE_SECONDS.observe(time.perf_counter() - self.start)
         if isinstance(err, RedisError):
             raise StoreError(f"redis: {err}") from err
-
-
-redis_errors = _RedisErrors()

@@ -119,7 +119,7 @@ class CasRecords:
         self._written: OrderedDict[str, str] = OrderedDict()
 
     async def read(self, key: str) -> str:
-        with redis_errors:
+        with redis_errors():
             return _text(await self.client.get(key))
 
     async def update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
@@ -138,7 +138,7 @@ class CasRecords:
 
     async def _update(self, key: str, change: Callable[[str], tuple[str, int]]) -> str:
         guess = self._written.pop(key, None)
-        with redis_errors:
+        with redis_errors():
             for attempt in range(CAS_ATTEMPTS):
                 old = guess if guess is not None else _text(await self.client.get(key))
                 encoded, ttl_ms = change(old)
@@ -195,7 +195,7 @@ class RedisNonceCounter:
         self._advance = client.register_script(_ADVANCE)
 
     async def advance(self, nonce: str, nc: int, ttl: float) -> bool:
-        with redis_errors:
+        with redis_errors():
             return bool(await self._advance(keys=[f"{self.prefix}nc:{{{nonce}}}"], args=[nc, math.ceil(ttl * 1000)]))
 
     async def close(self) -> None:
@@ -211,7 +211,7 @@ class RedisUserStore:
         return f"{self.prefix}user:{{{username}}}"
 
     async def get(self, username: str) -> Credentials | None:
-        with redis_errors:
+        with redis_errors():
             fields = await self.client.hmget(self.key(username), ["ha1_md5", "ha1_sha256"])
         md5, sha = (_text(f) or None for f in fields)
         return Credentials(md5, sha) if md5 or sha else None
@@ -236,21 +236,21 @@ class RedisUpstreamStore:
         return f"{self.prefix}up:{{{aor}}}"
 
     async def get(self, aor: str) -> UpstreamRegistration | None:
-        with redis_errors:
+        with redis_errors():
             raw = _text(await self.client.get(self.key(aor)))
         reg = UpstreamRegistration.decode(raw) if raw else None
         return reg if reg is not None and reg.until > self.clock() else None
 
     async def put(self, aor: str, reg: UpstreamRegistration) -> None:
         ttl_ms = math.ceil((reg.until - self.clock()) * 1000)
-        with redis_errors:
+        with redis_errors():
             if ttl_ms > 0:
                 await self.client.set(self.key(aor), reg.encode(), px=ttl_ms)
             else:
                 await self.client.delete(self.key(aor))
 
     async def delete(self, aor: str) -> None:
-        with redis_errors:
+        with redis_errors():
             await self.client.delete(self.key(aor))
 
     async def close(self) -> None:

@@ -40,3 +40,19 @@ def test_ready_follows_redis() -> None:
         assert status_of(proxy.udp(options(proxy.uri))) == 200
         stack.enter_context(start_redis(redis_port))
         assert wait_for(ops, "/ready", 200)
+
+
+def test_grafana_dashboard_reads_only_metrics_we_export() -> None:
+    """Every series deploy/grafana/edgeproxy.json queries is one /metrics describes."""
+    import json
+    import re
+
+    from tests.helpers import ROOT
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "edgeproxy.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    names = {re.sub(r"_bucket$", "", n) for e in exprs for n in re.findall(r"\b((?:edgeproxy|process)_\w+)", e)}
+    ops = free_port()
+    with running_proxy(f'[metrics]\nlisten = "127.0.0.1:{ops}"\n'):
+        described = set(re.findall(r"^# HELP (\w+)", http_get(ops, "/metrics")[1], re.MULTILINE))
+    assert len(names) >= 10 and names <= described, names - described

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from tests.helpers import free_port, running_proxy
+from tests.helpers import free_port, metric, running_proxy
 from tests.interop.sipp import SippServer, call_counts, message_counts, run_sipp, start_sipp
 
 
@@ -119,5 +119,35 @@ def test_sigterm_during_a_sipp_run_loses_no_established_call(tmp_path: pathlib.P
             assert failed == 60 - answered  # the others were refused at once (503), none hung
             stopped = proxy.log.read_text()
             assert '"stopped"' in stopped and "Traceback" not in stopped
+    finally:
+        backend.stop()
+
+
+def test_metrics_move_during_a_sipp_run(tmp_path: pathlib.Path, redis_server: str) -> None:
+    """What an operator watches, scraped twice while SIPp calls flow through (state in Redis)."""
+    port, ops = free_port(), free_port()
+    config = (dispatcher_config([port]) + f'[metrics]\nlisten = "127.0.0.1:{ops}"\n'
+              f'[state]\nbackend = "redis"\nredis_url = "{redis_server}"\nkey_prefix = "m{port}:"\n')
+    backend = SippServer("uas_call.xml", port, tmp_path, "uas")
+    try:
+        with running_proxy(config) as proxy:
+            time.sleep(1.0)  # first probe round
+            invites = 'edgeproxy_requests_total{method="INVITE"}'
+            calls = start_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", 150, 50, tmp_path, extra=["-d", "1000"])
+            time.sleep(1.0)
+            first = {name: metric(ops, name) for name in (invites, "edgeproxy_message_seconds_count",
+                                                           "edgeproxy_store_seconds_count")}
+            in_progress = metric(ops, "edgeproxy_calls_in_progress")
+            time.sleep(1.0)
+            second = {name: metric(ops, name) for name in first}
+            output, _ = calls.communicate(timeout=60)
+            assert call_counts(output) == (150, 0), output[-2000:]
+            assert in_progress > 10  # about 50 calls of 1 s each are up at any moment
+            assert all(second[name] > first[name] > 0 for name in first), (first, second)
+            assert metric(ops, f'edgeproxy_backend_up{{backend="sip:127.0.0.1:{port}"}}') == 1
+            assert metric(ops, invites) == 150 and metric(ops, 'edgeproxy_responses_total{class="2xx"}') >= 300
+            assert metric(ops, "edgeproxy_calls_in_progress") == 0  # every BYE seen
+            handled = metric(ops, "edgeproxy_message_seconds_count")
+            assert metric(ops, 'edgeproxy_message_seconds_bucket{le="+Inf"}') == handled >= 600
     finally:
         backend.stop()
