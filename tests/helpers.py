@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -172,14 +172,19 @@ def http_get(port: int, path: str, host: str = "127.0.0.1") -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+def eventually(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.1) -> bool:
+    """Whether `check()` turns true within `timeout` (asked every `interval`)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 def wait_for(port: int, path: str, status: int, timeout: float = 10.0) -> bool:
     """Whether the operations endpoint's `path` answers `status` within `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if http_get(port, path)[0] == status:
-            return True
-        time.sleep(0.1)
-    return False
+    return eventually(lambda: http_get(port, path)[0] == status, timeout)
 
 
 def metric(port: int, sample: str) -> float:

@@ -90,7 +90,7 @@ class BackendSet:
                 fresh.append(old)
             else:
                 fresh.append(new)
-        dropped = [uri for uri in known if uri not in {b.uri for b in fresh}]
+        dropped = known.keys() - {b.uri for b in fresh}
         self.backends = fresh
         self.algorithm = algorithm
         self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]

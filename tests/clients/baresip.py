@@ -17,7 +17,7 @@ from typing import Self
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port
 
 MODULES = pathlib.Path("/usr/lib/baresip/modules")
 
@@ -132,12 +132,8 @@ class Baresip:
 
     def shows(self, command: str, *words: str, timeout: float = 10.0) -> bool:
         """Whether one line of a listing (`reginfo`, `contacts`) has all `words` within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(all(w in line for w in words) for line in self.command(command).splitlines()):
-                return True
-            time.sleep(0.2)
-        return False
+        return eventually(lambda: any(all(w in line for w in words) for line in self.command(command).splitlines()),
+                          timeout, 0.2)
 
     def registered(self) -> bool:
         return self.shows("reginfo", f"sip:{self.user}@example.com", "OK")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pathlib
 import shutil
-import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,8 @@ from typing import Any, Self
 
 import pytest
 
-from tests.clients.webphone import Unavailable, serving
+from tests.clients.webphone import Unavailable, bundle, serving
+from tests.helpers import eventually
 
 # as root, without GPU or network beyond loopback; fake camera and microphone, no permission prompt;
 # loopback ICE candidates (Chromium leaves them out by default)
@@ -26,10 +26,11 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 @contextmanager
 def web_phone_site() -> Iterator[str]:
     try:
-        with serving() as url:
-            yield url
+        bundle()
     except Unavailable as err:
         pytest.skip(f"JsSIP cannot be bundled: {err}")
+    with serving() as url:
+        yield url
 
 
 class WebPhone:
@@ -71,20 +72,19 @@ class WebPhone:
 
     def receives_media(self, beyond: int = 0, timeout: float = 10.0) -> int:
         """Bytes of RTP received so far, once more than `beyond` (media is flowing)."""
-        deadline = time.monotonic() + timeout
-        while (received := self.bytes_received()) <= beyond:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.user}: no media beyond {beyond} bytes; timeline:\n" + self.timeline())
-            time.sleep(0.1)
-        return received
+        received = [0]
+
+        def more() -> bool:
+            received[0] = self.bytes_received()
+            return received[0] > beyond
+
+        assert eventually(more, timeout), f"{self.user}: no media beyond {beyond} bytes; timeline:\n{self.timeline()}"
+        return received[0]
 
     def wait(self, script: str, timeout: float = 15.0) -> None:
         """Until the page's `script` is true; the page's timeline in the failure."""
-        deadline = time.monotonic() + timeout
-        while not self.js(script):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.user}: not {script} in {timeout}s; timeline:\n" + self.timeline())
-            time.sleep(0.1)
+        assert eventually(lambda: bool(self.js(script)), timeout), \
+            f"{self.user}: not {script} in {timeout}s; timeline:\n{self.timeline()}"
 
     def timeline(self) -> str:
         return "\n".join(self.js("window.phone.events"))

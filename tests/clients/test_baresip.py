@@ -22,10 +22,8 @@ algorithms = ["MD5"]
 
 
 @pytest.fixture
-def edge(tmp_path: pathlib.Path) -> Iterator[Proxy]:
+def edge(users: pathlib.Path) -> Iterator[Proxy]:
     baresip_binary()
-    users = tmp_path / "users.toml"
-    users.write_text('[users]\nalice = { password = "alice-secret" }\nbob = { password = "bob-secret" }\n')
     with running_proxy(CONFIG.format(users=users)) as proxy:
         yield proxy
 
@@ -51,6 +49,6 @@ def test_two_baresips_register_call_hang_up_and_see_presence(edge: Proxy, tmp_pa
         alice.command("hangup")
         closed = bob.event("CALL_CLOSED")  # alice's BYE reached bob through the edge
         assert "reset by peer" in str(closed["param"]), closed
-        assert alice.event("CALL_CLOSED")
+        alice.event("CALL_CLOSED")  # raises when it never comes
     log = edge.log.read_text()
     assert "Traceback" not in log, log

@@ -9,15 +9,9 @@ from tests.clients.browser import WebPhone, web_phone_site
 from tests.helpers import free_port, running_proxy
 
 
-def users_file(tmp_path: pathlib.Path) -> pathlib.Path:
-    path = tmp_path / "users.toml"
-    path.write_text('[users]\nalice = { password = "alice-secret" }\nbob = { password = "bob-secret" }\n')
-    return path
-
-
-def test_two_browsers_register_call_and_hang_up(tmp_path: pathlib.Path) -> None:
+def test_two_browsers_register_call_and_hang_up(tmp_path: pathlib.Path, users: pathlib.Path) -> None:
     port, ws_port = free_port(), free_port()
-    config = f'domains = ["example.com"]\n[registrar]\nusers = "{users_file(tmp_path)}"\n'
+    config = f'domains = ["example.com"]\n[registrar]\nusers = "{users}"\n'
     server = f"ws://127.0.0.1:{ws_port}"
     with (running_proxy(config, port=port, listen=[f"udp:127.0.0.1:{port}", f"ws:127.0.0.1:{ws_port}"]) as edge,
           web_phone_site() as site,

@@ -10,15 +10,13 @@ import pathlib
 import time
 
 from tests.clients.browser import WebPhone, web_phone_site
-from tests.clients.test_browser import users_file
 from tests.ha.lab import CLIENT, VIP, Lab
 from tests.helpers import running_proxy, start_redis
 
 WS_PORT = 5062
 
 
-def test_a_browser_call_survives_the_death_of_its_edge(tmp_path: pathlib.Path) -> None:
-    users = users_file(tmp_path)
+def test_a_browser_call_survives_the_death_of_its_edge(tmp_path: pathlib.Path, users: pathlib.Path) -> None:
     timeline: list[str] = []
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(Lab())

@@ -8,7 +8,6 @@ http://127.0.0.1:8080/phone.html in two tabs (README: "A browser call by hand").
 from __future__ import annotations
 
 import argparse
-import functools
 import http.server
 import pathlib
 import shutil
@@ -61,7 +60,7 @@ class _Files(http.server.SimpleHTTPRequestHandler):
 def serving(port: int = 0) -> Iterator[str]:
     """The page's base URL (http://127.0.0.1:PORT/), served from a thread until the block ends."""
     bundle()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(_Files, directory=str(WEB)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Files)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
