@@ -93,12 +93,15 @@ class SippResult:
 
 
 def run_sipp(scenario: str, target: str, calls: int, rate: int, workdir: pathlib.Path,
-             inf: pathlib.Path | None = None, extra: list[str] | None = None, timeout: float = 300) -> SippResult:
+             inf: pathlib.Path | None = None, extra: list[str] | None = None, timeout: float = 300,
+             transport: str = "u1") -> SippResult:
+    """`transport` "un": a socket per call, like many phones (so SO_REUSEPORT spreads them over workers)."""
     sipp = shutil.which("sipp")
     if sipp is None:
         raise SystemExit("sipp not found: apt-get install sip-tester")
     stats = workdir / f"stats-{time.monotonic_ns()}.csv"
-    args = [sipp, "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate), "-t", "u1",
+    args = [sipp, "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate), "-t", transport,
+            *(["-max_socket", str(min(calls, 10000) + 100)] if transport == "un" else []),
             "-i", "127.0.0.1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat",
             "-stf", str(stats), "-fd", "1", *(["-inf", str(inf)] if inf else []), *(extra or []), target]
     start = time.monotonic()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import secrets
 import time
 from collections.abc import Coroutine
@@ -50,7 +51,7 @@ from edgeproxy.sip import (
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
 from edgeproxy.sip.headers import Via, parse_name_addr
-from edgeproxy.sip.ids import new_branch
+from edgeproxy.sip.ids import branch_worker, new_branch
 from edgeproxy.sip.transaction import (
     Action,
     ClientTransaction,
@@ -72,6 +73,7 @@ from edgeproxy.state.users import MemoryUserStore, load_users_file
 from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
+from edgeproxy.transport.workers import SECRET_ENV, WorkerLink, WorkerRole
 from presence.service import Notify, PresenceService
 from registrar.auth import Authenticator
 from registrar.bindings import ExpiryPolicy, aor_of
@@ -114,8 +116,10 @@ class Upstream:
 
 
 class EdgeProxy:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: WorkerRole | None = None) -> None:
+        """`worker`: set when this process is one of `server.workers`."""
         self.config = config
+        self.worker = worker
         self.loop = asyncio.get_running_loop()
         self.transactions = TransactionLayer(config.limits.max_transactions, config.limits.max_transactions_per_source)
         self.transports = TransportManager(config, self.on_message)
@@ -162,8 +166,9 @@ class EdgeProxy:
         reg = self.config.registrar
         if not reg.auth:
             return None
-        if reg.secret:
-            secret = reg.secret.encode()
+        shared = reg.secret or (os.environ.get(SECRET_ENV, "") if self.worker is not None else "")
+        if shared:
+            secret = shared.encode()
         else:
             secret = secrets.token_bytes(32)
             if self.config.state.backend == "redis":
@@ -183,6 +188,10 @@ class EdgeProxy:
     async def start(self) -> None:
         await self.stores.bans.start()
         await self.transports.start()
+        if self.worker is not None:
+            link = WorkerLink(self.worker, self.process, self.transports.write_held, self.transports.table.reachable)
+            self.transports.join(link)
+            link.open()
         self._identities = self._own_identities()
         self._our_ports = {port for _, (_, port) in self.transports.bound}
         self.pinger.start()
@@ -389,6 +398,16 @@ class EdgeProxy:
         """Entry point for every message a transport delivers; never raises."""
         if not self.guard.admit(source.remote[0]):
             return
+        link = self.transports.link
+        if link is not None and data.startswith(b"SIP/"):
+            owner = branch_worker(data)
+            if owner is not None and owner != link.index and owner < link.count:
+                link.hand_over(owner, data, source)  # a response to a sibling's request
+                return
+        self.process(data, source)
+
+    def process(self, data: bytes, source: Source) -> None:
+        """Handle a message here (also a response a sibling worker handed over)."""
         start = time.perf_counter()
         try:
             self._receive(data, source)

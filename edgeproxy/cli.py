@@ -8,11 +8,13 @@ import gc
 import signal
 import sys
 
+import structlog
 import uvloop
 
 from edgeproxy.config import Config, ConfigError, load
 from edgeproxy.observability.logging import setup_logging
 from edgeproxy.state.users import UsersFileError
+from edgeproxy.transport.workers import WorkerRole
 
 EXIT_CONFIG = 2
 
@@ -21,19 +23,21 @@ def _load(path: str | None) -> Config:
     return load(path) if path else Config()
 
 
-async def serve(config: Config, path: str | None = None) -> int:
-    import structlog
-
+async def serve(config: Config, path: str | None = None, worker: WorkerRole | None = None) -> int:
+    """One instance, or one of its workers."""
     from edgeproxy.app import EdgeProxy
     from edgeproxy.observability.http import OpsServer
+    from edgeproxy.supervisor import ops_name
 
     log = structlog.get_logger("edgeproxy")
-    app = EdgeProxy(config)
+    app = EdgeProxy(config, worker)
     ops = OpsServer(app.readiness, app.active_calls)
+    # a worker answers its supervisor, which answers the [metrics] port for all of them
+    ops_listen = config.metrics.listen if worker is None else ops_name(worker.group, worker.index)
     try:
         await app.start()
-        if config.metrics.listen:
-            await ops.start(config.metrics.listen)
+        if ops_listen:
+            await ops.start(ops_listen)
     except OSError as err:
         log.error("cannot listen", error=str(err))
         await ops.close()
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the proxy (the embedded default without --config)")
     run.add_argument("--config", help="TOML configuration file")
+    # set by the supervisor of server.workers > 1 for each worker it starts
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--group", default="", help=argparse.SUPPRESS)
+    run.add_argument("--link-ports", default="", help=argparse.SUPPRESS)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
     args = parser.parse_args(argv)
@@ -87,7 +95,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
     setup_logging(config.log.level, config.log.format)
-    return uvloop.run(serve(config, args.config if args.command == "run" else None))
+    if args.worker is not None:
+        from edgeproxy.sip.ids import set_worker
+
+        set_worker(args.worker)
+        structlog.contextvars.bind_contextvars(worker=args.worker)
+        ports = tuple(int(p) for p in args.link_ports.split(","))
+        return uvloop.run(serve(config, args.config, WorkerRole(args.group, args.worker, ports)))
+    if config.server.workers > 1:
+        from edgeproxy.supervisor import Supervisor
+
+        assert args.config is not None  # the embedded default has one worker
+        return uvloop.run(Supervisor(config, args.config).run())
+    return uvloop.run(serve(config, args.config))
 
 
 if __name__ == "__main__":

@@ -149,6 +149,8 @@ class ServerConfig:
     nameservers: list[str] = field(default_factory=list, metadata=_check(_str_list))
     # Server header on our responses, User-Agent on our requests; empty: none (no fingerprint)
     user_agent: str = field(default="", metadata=_check(_header_value))
+    # processes sharing the listening ports (SO_REUSEPORT); more than one needs the Redis store
+    workers: int = field(default=1, metadata=_check(_number(1, 64, True)))
 
 
 @dataclass(slots=True)
@@ -440,6 +442,14 @@ def _cross_checks(config: Config) -> None:
     if throttle.mode != "off" and throttle.client_expires > throttle.upstream_expires:
         raise ConfigError(f"throttle.client_expires: {throttle.client_expires} is above throttle.upstream_expires "
                           f"{throttle.upstream_expires}")
+    if config.server.workers > 1:
+        if config.state.backend != "redis":
+            raise ConfigError(f'server.workers: {config.server.workers} processes share their state only through '
+                              'Redis: needs state.backend = "redis"')
+        ephemeral = [str(s) for s in config.server.listen if s.port == 0]
+        if ephemeral:
+            raise ConfigError(f"server.workers: {config.server.workers} processes must share fixed ports, not port 0 "
+                              f"({', '.join(ephemeral)})")
     if config.state.backend == "redis" and not config.state.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"state.redis_url: expected redis://HOST:PORT/DB, got {config.state.redis_url!r}")
 

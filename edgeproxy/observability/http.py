@@ -1,6 +1,6 @@
 """The operations endpoint on `[metrics] listen`: GET /metrics (Prometheus
 text format), /health (the process answers), /ready (it serves: see
-EdgeProxy.readiness) and /calls (the calls in progress, of every instance
+EdgeProxy.readiness; with several workers, every one does) and /calls (the calls in progress, of every instance
 sharing the store, as JSON). A deliberately tiny HTTP/1.1 server on the event loop:
 one request per connection, bounded in size and time."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -21,14 +22,26 @@ MAX_REQUEST = 8192
 TIMEOUT = 5.0
 
 
+async def this_process_metrics() -> bytes:
+    return generate_latest()
+
+
 class OpsServer:
     def __init__(self, readiness: Callable[[], Awaitable[tuple[bool, str]]],
-                 calls: Callable[[], Awaitable[list[dict[str, object]]]]) -> None:
+                 calls: Callable[[], Awaitable[list[dict[str, object]]]],
+                 metrics: Callable[[], Awaitable[bytes]] = this_process_metrics) -> None:
         self.readiness = readiness
         self.calls = calls
+        self.metrics = metrics
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, listen: str) -> None:
+        """On `HOST:PORT`, or on an abstract Unix socket `@NAME` (a worker's, read by its supervisor)."""
+        if listen.startswith("@"):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind("\0" + listen[1:])
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST)
+            return
         host, _, port = listen.rpartition(":")
         self._server = await asyncio.start_server(self._serve, host.strip("[]"), int(port), limit=MAX_REQUEST)
 
@@ -54,7 +67,7 @@ class OpsServer:
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", "text/plain", b"GET only\n"
         if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+            return "200 OK", CONTENT_TYPE_LATEST, await self.metrics()
         if path == "/health":
             return "200 OK", "text/plain", b"ok\n"
         if path == "/ready":

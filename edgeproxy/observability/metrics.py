@@ -26,6 +26,9 @@ STORE_ERRORS = Counter("edgeproxy_store_errors_total", "Requests that failed on 
 BACKEND_UP = Gauge("edgeproxy_backend_up", "Dispatcher backend health: 1 up, 0 probing or down", ["backend"])
 CALLS = Gauge("edgeproxy_calls_in_progress", "Calls set up through this instance and not ended (INVITEs in flight "
               "included)")
+WORKER_MESSAGES = Counter("edgeproxy_worker_messages_total",
+                          "Messages this worker passed to a sibling: responses to the sibling's requests "
+                          "(response), messages for a connection the sibling holds (write)", ["kind"])
 
 # Per-message counts are plain integers (no lock, no label lookup on the hot
 # path), turned into counters only when /metrics is scraped.

@@ -17,7 +17,7 @@ from edgeproxy.config import TRANSPORTS
 from edgeproxy.sip import Request
 from edgeproxy.sip.destinations import default_port
 from edgeproxy.sip.headers import parse_name_addr
-from edgeproxy.sip.ids import random_hex
+from edgeproxy.sip.ids import random_hex, worker_mark
 from edgeproxy.sip.uri import URI
 
 BRANCH_PREFIX = "z9hG4bKep"
@@ -106,7 +106,7 @@ def loop_hash(req: Request) -> str:
 
 def branch(hash_: str) -> str:
     """Our branch: magic cookie, our mark, the loop hash, then a unique part."""
-    return f"{BRANCH_PREFIX}{hash_}.{random_hex(6)}"
+    return f"{BRANCH_PREFIX}{hash_}.{random_hex(6)}{worker_mark()}"
 
 
 def stateless_branch(req: Request) -> str:

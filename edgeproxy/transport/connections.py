@@ -4,6 +4,8 @@ TCP/TLS/WS goes back over that same connection."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .base import Address, Connection
 
 Key = tuple[str, str, int]
@@ -11,6 +13,9 @@ Key = tuple[str, str, int]
 
 class ConnectionTable:
     def __init__(self, max_total: int, max_per_ip: int) -> None:
+        # on_change(key, reachable): a peer became reachable here, or no longer is
+        # (sibling workers are told: see transport.workers)
+        self.on_change: Callable[[Key, bool], None] | None = None
         self.max_total = max_total
         self.max_per_ip = max_per_ip
         self._by_key: dict[Key, Connection] = {}
@@ -30,7 +35,10 @@ class ConnectionTable:
         ip = conn.remote[0]
         self._all.add(conn)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        self._by_key[(conn.transport, ip, conn.remote[1])] = conn
+        key = (conn.transport, ip, conn.remote[1])
+        self._by_key[key] = conn
+        if self.on_change is not None:
+            self.on_change(key, True)
 
     def alias(self, conn: Connection, address: Address) -> None:
         """RFC 5923 style: requests toward `address` may reuse this connection."""
@@ -39,10 +47,14 @@ class ConnectionTable:
             own = (conn.transport, conn.remote[0], conn.remote[1])
             if alias != own and alias not in self._by_key:
                 old = self._alias_of.get(own)
+                if old == alias and self._aliases.get(alias) == own:
+                    return  # every request on a connection names it again
                 if old is not None:
-                    self._aliases.pop(old, None)
+                    self._forget_alias(old, own)
                 self._aliases[alias] = own
                 self._alias_of[own] = alias
+                if self.on_change is not None:
+                    self.on_change(alias, True)
 
     def remove(self, conn: Connection) -> None:
         if conn not in self._all:
@@ -57,9 +69,22 @@ class ConnectionTable:
         key = (conn.transport, ip, conn.remote[1])
         if self._by_key.get(key) is conn:
             del self._by_key[key]
+            if self.on_change is not None:
+                self.on_change(key, False)
             alias = self._alias_of.pop(key, None)
-            if alias is not None and self._aliases.get(alias) == key:
-                del self._aliases[alias]
+            if alias is not None:
+                self._forget_alias(alias, key)
+
+    def _forget_alias(self, alias: Key, key: Key) -> None:
+        if self._aliases.get(alias) != key:
+            return  # another connection has claimed it since
+        del self._aliases[alias]
+        if self.on_change is not None:
+            self.on_change(alias, False)
+
+    def reachable(self) -> list[Key]:
+        """Every peer a connection here reaches: by its address or its alias."""
+        return [*self._by_key, *self._aliases]
 
     def find(self, transport: str, address: Address) -> Connection | None:
         key = (transport, address[0], address[1])

@@ -18,6 +18,7 @@ from .codecs import SipStreamCodec, WebSocketCodec
 from .connections import ConnectionTable
 from .stream import StreamConnection
 from .udp import UdpEndpoint, bind_socket, open_udp
+from .workers import WorkerLink
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +55,12 @@ class TransportManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_tls: ssl.SSLContext | None = None
         self.bound: list[tuple[ListenSpec, Address]] = []  # actual addresses (port 0 resolved)
+        self.link: WorkerLink | None = None  # the sibling workers, with server.workers > 1
+
+    def join(self, link: WorkerLink) -> None:
+        """Work as one of several workers: siblings learn which peers our connections reach."""
+        self.link = link
+        self.table.on_change = link.announce
 
     async def start(self) -> None:
         for spec in self.config.server.listen:
@@ -95,6 +102,11 @@ class TransportManager:
             if conn is not None:
                 conn.send(data)
                 return
+            if self.link is not None:
+                worker = self.link.holder(target.transport, target.address)
+                if worker is not None:
+                    self.link.write_through(worker, data, target)
+                    return
             if target.transport in ("ws", "wss"):
                 raise SendError(f"no websocket connection to {target.address}")
         except SendError as err:
@@ -105,8 +117,20 @@ class TransportManager:
         task.add_done_callback(self._tasks.discard)
 
     def connected(self, transport: str, address: Address) -> bool:
-        """Whether a connection to that peer is open here."""
-        return self.table.find(transport, address) is not None
+        """Whether a connection to that peer is open here (or in a sibling worker)."""
+        if self.table.find(transport, address) is not None:
+            return True
+        return self.link is not None and self.link.holder(transport, address) is not None
+
+    def write_held(self, data: bytes, target: Target) -> None:
+        """A sibling worker's message for a peer whose connection is ours."""
+        conn = self.table.find(target.transport, target.address)
+        try:
+            if conn is None:
+                raise SendError(f"no {target.transport} connection to {target.address} any more")
+            conn.send(data)
+        except SendError as err:  # the sibling's transaction times out, as if the peer were gone
+            log.info("send for a sibling worker failed", error=str(err))
 
     async def _connect_and_send(self, data: bytes, target: Target, on_error: ErrorCallback | None,
                                 context: Any) -> None:
@@ -154,6 +178,8 @@ class TransportManager:
 
     async def close(self) -> None:
         self.stop_listening()
+        if self.link is not None:
+            self.link.close()
         for endpoint in self.udp.values():
             endpoint.close()
         for conn in self.table.connections():

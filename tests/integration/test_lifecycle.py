@@ -30,6 +30,9 @@ def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
         "[security]\nscanner_user_agents = [1]\n": "security.scanner_user_agents[0]",
         '[server]\nuser_agent = "A\\r\\nX-Evil: 1"\n': "server.user_agent",
         '[state]\nsentinels = ["127.0.0.1"]\n': "state.sentinels[0]",
+        "[server]\nworkers = 0\n": "server.workers",
+        "[server]\nworkers = 2\n": "server.workers",  # the memory store cannot be shared by processes
+        '[server]\nworkers = 2\nlisten = ["udp:127.0.0.1:0"]\n[state]\nbackend = "redis"\n': "server.workers",
         "[server\n": "not valid TOML",
     }
     for text, key in cases.items():

@@ -22,10 +22,12 @@ def sipp_binary() -> str:
 def sipp_command(scenario: str, target: str, transport: str, calls: int, rate: int, workdir: pathlib.Path,
                  timeout: float = 60.0, inf: pathlib.Path | None = None, extra: list[str] | None = None,
                  local_ip: str = "127.0.0.1", name: str = "") -> list[str]:
-    """SIPp running `calls` calls at `rate`/s, each bounded by `timeout`."""
+    """SIPp running `calls` calls at `rate`/s, each bounded by `timeout`; transport "udp-per-call":
+    a socket per call, like that many phones."""
+    per_call = ["-max_socket", str(calls + 10)] if transport == "udp-per-call" else []
     return [sipp_binary(), "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate),
-            *(["-inf", str(inf)] if inf else []), *(extra or []),
-            "-t", {"udp": "u1", "tcp": "t1"}[transport], "-i", local_ip, "-timeout", f"{int(timeout)}s",
+            *(["-inf", str(inf)] if inf else []), *(extra or []), *per_call,
+            "-t", {"udp": "u1", "tcp": "t1", "udp-per-call": "un"}[transport], "-i", local_ip, "-timeout", f"{int(timeout)}s",
             "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(workdir / f"stats-{name or local_ip}.csv"), target]
 
 

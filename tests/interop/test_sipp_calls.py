@@ -151,3 +151,28 @@ def test_metrics_move_during_a_sipp_run(tmp_path: pathlib.Path, redis_server: st
             assert metric(ops, 'edgeproxy_message_seconds_bucket{le="+Inf"}') == handled >= 600
     finally:
         backend.stop()
+
+
+def test_calls_through_two_workers_sharing_the_port(tmp_path: pathlib.Path, redis_server: str) -> None:
+    """`server.workers = 2`: SIPp's calls (a socket each) spread over both workers; the backend's
+    answers all reach one of them, which hands the other its share: no call lost."""
+    from tests.helpers import wait_for
+
+    port, ops = free_port(), free_port()
+    config = ("workers = 2\n" + dispatcher_config([port]) + f'[metrics]\nlisten = "127.0.0.1:{ops}"\n'
+              f'[state]\nbackend = "redis"\nredis_url = "{redis_server}"\nkey_prefix = "w{port}:"\n')
+    backend = SippServer("uas_call.xml", port, tmp_path, "uas")
+    try:
+        with running_proxy(config) as proxy:
+            assert wait_for(ops, "/ready", 200)
+            time.sleep(1.0)  # first probe round
+            code, output = run_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", "udp-per-call", calls=400, rate=100,
+                                    workdir=tmp_path, extra=["-d", "20"])
+            assert code == 0 and call_counts(output) == (400, 0), output
+            invites = [metric(ops, f'edgeproxy_requests_total{{method="INVITE",worker="{w}"}}') for w in (0, 1)]
+            assert sum(invites) == 400 and min(invites) >= 100, invites  # both did a fair share
+            handed = [metric(ops, f'edgeproxy_worker_messages_total{{kind="response",worker="{w}"}}') for w in (0, 1)]
+            assert sum(handed) >= min(invites) * 2, handed  # ≥ 180 and 200 of the other worker's INVITEs
+            assert proxy.stop() == 0
+    finally:
+        backend.stop()
