@@ -8,8 +8,8 @@ each worker count the rate climbs by `--step` from `--start` until a run
 fails more than 0.1 % of its calls or takes more than 25 % longer than
 calls/rate (the proxy fell behind); the last rate that passed is the
 highest sustainable one. Every run also reports the CPU the proxy's
-processes and the two SIPp processes used (cores busy): on a 2-core machine
-the load generator's share bounds what a second worker can add.
+processes, the two SIPp processes and redis-server used (cores busy): on a
+2-core machine their share bounds what a second worker can add.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class Run:
     seconds: float
     proxy_cpu: float  # seconds
     sipp_cpu: float  # seconds, UAC and UAS
+    redis_cpu: float  # seconds
 
     @property
     def passed(self) -> bool:
@@ -58,7 +59,7 @@ class Run:
         busy = self.seconds or 1.0
         return (f"{workers:>7} {self.rate:>6} {self.ok:>7} {self.failed:>6} {self.seconds:>7.1f} "
                 f"{self.proxy_cpu * 1e6 / max(self.ok, 1):>11.1f} {self.proxy_cpu / busy:>10.2f} "
-                f"{self.sipp_cpu / busy:>9.2f} {'ok' if self.passed else 'FAIL':>5}")
+                f"{self.sipp_cpu / busy:>9.2f} {self.redis_cpu / busy:>10.2f} {'ok' if self.passed else 'FAIL':>5}")
 
 
 def children_cpu() -> float:
@@ -66,17 +67,20 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_run(port: int, proxy_pids: list[int], uas_pid: int, rate: int, seconds: float, tmp: pathlib.Path) -> Run:
+def one_run(port: int, proxy_pids: list[int], uas_pid: int, redis_pid: int, rate: int, seconds: float,
+            tmp: pathlib.Path) -> Run:
     calls = int(rate * seconds)
     proxy_before, uas_before, uac_before = cpu_seconds(proxy_pids), cpu_seconds([uas_pid]), children_cpu()
+    redis_before = cpu_seconds([redis_pid])
     result = run_sipp("uac_call.xml", f"127.0.0.1:{port}", calls, rate, tmp, extra=["-d", "0"], transport="un",
                       timeout=seconds * 4 + 30)
     proxy = cpu_seconds(proxy_pids) - proxy_before
     sipp = cpu_seconds([uas_pid]) - uas_before + children_cpu() - uac_before
-    return Run(rate, result.successful, result.failed, result.seconds, proxy, sipp)
+    redis = cpu_seconds([redis_pid]) - redis_before
+    return Run(rate, result.successful, result.failed, result.seconds, proxy, sipp, redis)
 
 
-def climb(workers: int, redis_url: str, uas_port: int, uas_pid: int, args: argparse.Namespace,
+def climb(workers: int, redis_url: str, redis_pid: int, uas_port: int, uas_pid: int, args: argparse.Namespace,
           tmp: pathlib.Path) -> list[Run]:
     config = (f"workers = {workers}\n[state]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\n"
               "record_calls = false\n[dispatcher]\nprobe_interval = 60.0\n"
@@ -88,7 +92,7 @@ def climb(workers: int, redis_url: str, uas_port: int, uas_pid: int, args: argpa
         run_sipp("uac_call.xml", f"127.0.0.1:{server.port}", 500, 250, tmp, extra=["-d", "0"], transport="un")
         rate = float(args.start)
         while len(runs) < args.max_steps:
-            run = one_run(server.port, proxy_pids, uas_pid, int(rate), args.seconds, tmp)
+            run = one_run(server.port, proxy_pids, uas_pid, redis_pid, int(rate), args.seconds, tmp)
             runs.append(run)
             print(run.row(workers), flush=True)
             if not run.passed:
@@ -106,18 +110,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     header = (f"{'workers':>7} {'rate':>6} {'ok':>7} {'failed':>6} {'secs':>7} {'CPU µs/call':>11} "
-              f"{'proxy CPUs':>10} {'SIPp CPUs':>9} {'run':>5}")
+              f"{'proxy CPUs':>10} {'SIPp CPUs':>9} {'Redis CPUs':>10} {'run':>5}")
     print(header)
     best: dict[int, Run | None] = {}
     lines = [f"Calls through 1..N workers (Redis state), SIPp -t un, {args.seconds:.0f} s per rate", header]
-    with tempfile.TemporaryDirectory() as tmpdir, redis_server() as (redis_url, _):
+    with tempfile.TemporaryDirectory() as tmpdir, redis_server() as (redis_url, redis):
         tmp = pathlib.Path(tmpdir)
         uas_port = free_port()
         backend = uas(uas_port, tmp)
         time.sleep(0.5)
         try:
             for workers in args.workers:
-                runs = climb(workers, redis_url, uas_port, backend.pid, args, tmp)
+                runs = climb(workers, redis_url, redis.pid, uas_port, backend.pid, args, tmp)
                 lines.extend(run.row(workers) for run in runs)
                 best[workers] = max((r for r in runs if r.passed), key=lambda r: r.rate, default=None)
         finally:
@@ -131,7 +135,8 @@ def main() -> None:
             continue
         ratio = f", {run.rate / base.rate:.2f}x {args.workers[0]} worker(s)" if base else ""
         lines.append(f"  {workers} workers: {run.rate} calls/s, {run.proxy_cpu * 1e6 / max(run.ok, 1):.0f} µs CPU "
-                     f"per call, SIPp using {run.sipp_cpu / run.seconds:.2f} of {len(os.sched_getaffinity(0))} cores{ratio}")
+                     f"per call, SIPp {run.sipp_cpu / run.seconds:.2f} and Redis {run.redis_cpu / run.seconds:.2f} "
+                     f"of {len(os.sched_getaffinity(0))} cores{ratio}")
     report(lines, "workers")
 
 

@@ -33,7 +33,7 @@ async def serve(config: Config, path: str | None = None, worker: WorkerRole | No
     app = EdgeProxy(config, worker)
     ops = OpsServer(app.readiness, app.active_calls)
     # a worker answers its supervisor, which answers the [metrics] port for all of them
-    ops_listen = config.metrics.listen if worker is None else ops_name(worker.group, worker.index)
+    ops_listen = config.metrics.listen if worker is None else ops_name(worker.group, worker.number)
     try:
         await app.start()
         if ops_listen:
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log.level, config.log.format)
     if args.worker is not None:
         from edgeproxy.sip.ids import set_worker
+        from edgeproxy.supervisor import die_with_parent
 
+        die_with_parent(args.group)
         set_worker(args.worker)
         structlog.contextvars.bind_contextvars(worker=args.worker)
         ports = tuple(int(p) for p in args.link_ports.split(","))

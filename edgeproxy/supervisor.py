@@ -35,6 +35,17 @@ RESTART_DELAY = 1.0  # seconds before a worker that died is started again
 FETCH_TIMEOUT = 5.0
 
 
+def die_with_parent(group: str) -> None:
+    """In a worker: SIGTERM (a drain) when the supervisor goes, even by kill -9, so no
+    orphan keeps the shared ports next to the next generation of workers (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if str(os.getppid()) != group.split("-", 1)[0]:  # the supervisor (its PID starts the group) was gone before
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def ops_name(group: str, index: int) -> str:
     """The abstract Unix socket a worker answers operations requests on."""
     return f"@edgeproxy-{group}-ops{index}"
@@ -97,13 +108,13 @@ class Supervisor:
         self.config = config
         self.path = path
         self.count = config.server.workers
-        self.group = f"{os.getpid()}-{secrets.token_hex(3)}"
+        self.group = f"{os.getpid()}-{secrets.token_hex(3)}"  # the PID first: see die_with_parent
         # without registrar.secret, the nonce secret the workers share (a nonce one issues, another verifies)
         self.secret = secrets.token_hex(32)
         self.link_ports = ",".join(str(free_udp_port()) for _ in range(self.count))
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.stopping = False
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watchers: list[asyncio.Task[int]] = []
 
     async def run(self) -> int:
         ops = OpsServer(self.readiness, self.calls, self.metrics)
@@ -128,14 +139,14 @@ class Supervisor:
         codes = await asyncio.gather(*self._watchers)
         await ops.close()
         log.info("stopped", workers=self.count)
-        return max((c for c in codes if c is not None), default=0)
+        return max(codes, default=0)
 
     async def _start(self, index: int) -> None:
         self.procs[index] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edgeproxy.cli", "run", "--config", self.path,
             "--worker", str(index), "--group", self.group, "--link-ports", self.link_ports, env={**os.environ, SECRET_ENV: self.secret})
 
-    async def _watch(self, index: int) -> int | None:  # type: ignore[return]
+    async def _watch(self, index: int) -> int:
         """Wait for the worker to end; start it again unless we are stopping. Its exit code, when we stop."""
         while True:
             code = await self.procs[index].wait()

@@ -50,20 +50,20 @@ _WRITTEN_THROUGH = WORKER_MESSAGES.labels("write")
 
 class WorkerRole(NamedTuple):
     """What the supervisor tells a worker: its group (names its operations socket),
-    its index and every worker's link port."""
+    its number and every worker's link port."""
 
     group: str
-    index: int
+    number: int
     ports: tuple[int, ...]
 
 
 class WorkerLink:
     def __init__(self, role: WorkerRole, deliver: Callable[[bytes, Source], None],
                  write_held: Callable[[bytes, Target], None], held_here: Callable[[], list[Key]]) -> None:
-        self.index = role.index
+        self.index = role.number
         self.count = len(role.ports)
         self._peers = [(LINK_HOST, port) for port in role.ports]
-        self._index_of = {peer: i for i, peer in enumerate(self._peers) if i != role.index}
+        self._index_of = {peer: i for i, peer in enumerate(self._peers) if i != role.number}
         self._deliver = deliver
         self._write_held = write_held
         self._held_here = held_here

@@ -101,3 +101,12 @@ def test_sighup_reaches_every_worker_only_with_a_valid_configuration(redis_serve
         os.kill(proxy.proc.pid, signal.SIGHUP)
         assert eventually(lambda: len(events(proxy, "reloaded")) == 2)
         assert {e["worker"] for e in events(proxy, "reloaded")} == {0, 1}
+
+
+def test_workers_do_not_outlive_their_supervisor(redis_server: str) -> None:
+    """kill -9 of the supervisor: its workers drain and go, leaving the ports to the next start."""
+    with two_workers(redis_server) as (proxy, _):
+        workers = workers_of(proxy)
+        proxy.proc.kill()
+        proxy.proc.wait()
+        assert eventually(lambda: not any(pathlib.Path(f"/proc/{pid}").exists() for pid in workers), timeout=15)
