@@ -25,6 +25,7 @@ from edgeproxy.config import Config
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
+from edgeproxy.observability.logging import about
 from edgeproxy.observability.metrics import (
     CALLS,
     MESSAGE_SECONDS,
@@ -414,7 +415,7 @@ class EdgeProxy:
         except SipError as err:
             self._refuse(err, source)
         except Exception:  # a bug must cost one message, never the process
-            log.exception("unhandled error", source=source.remote, transport=source.transport)
+            log.exception("unhandled error", **about(None, source))
         MESSAGE_SECONDS.observe(time.perf_counter() - start)
 
     def _receive(self, data: bytes, source: Source) -> None:
@@ -462,14 +463,14 @@ class EdgeProxy:
     def _refuse(self, err: SipError, source: Source) -> None:
         req = err.message
         if not isinstance(req, Request):
-            log.debug("dropped unparseable message", source=source.remote, reason=err.reason)
+            log.debug("dropped unparseable message", reason=err.reason, **about(err.message, source))
             return
         resp = error_response(err)
         if resp is None:
             return
         if self.config.server.user_agent:
             resp.append("Server", self.config.server.user_agent)
-        log.debug("request refused", status=err.status, reason=err.reason, source=source.remote)
+        log.debug("request refused", reply=err.status, reason=err.reason, **about(req, source))
         try:
             stamp_received(req, source.remote[0], source.remote[1])
             target = response_target(source, req)
@@ -570,7 +571,7 @@ class EdgeProxy:
             txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.loop.time(),
                                                           Target(hop.transport, (hop.host, hop.port)))
         except SipError:
-            log.warning("request not sent: transaction table full", method=req.method)
+            log.warning("request not sent: transaction table full", **about(req, Target(hop.transport, (hop.host, hop.port))))
             return False
         txn.context = context
         self._run(actions)
@@ -665,9 +666,9 @@ class EdgeProxy:
                              else make_response(txn.request, 500))
             if isinstance(err, StoreError):  # an outage: counted and visible on /ready, not a bug
                 STORE_ERRORS.inc()
-                log.warning("state store unavailable", method=txn.request.method, error=str(err))
+                log.warning("state store unavailable", error=str(err), **about(txn.request, txn.peer))
                 return
-            log.error("request handling failed", method=txn.request.method, error=repr(err))
+            log.error("request handling failed", error=repr(err), **about(txn.request, txn.peer))
 
         self._start(work, self._tasks, failed)
 
@@ -790,7 +791,7 @@ class EdgeProxy:
             elif self.proxy is not None:
                 self.proxy.on_timeout(txn)
         else:
-            log.info("transaction timed out", method=txn.request.method, key=txn.key[0])
+            log.info("transaction timed out", **about(txn.request, txn.peer))
 
     def _send(self, txn: Transaction, message: Message) -> None:
         peer = txn.peer
@@ -799,7 +800,8 @@ class EdgeProxy:
         else:
             target = peer
         if target is None:
-            log.info("response not sent: no valid destination", via=str(txn.request.top_via))
+            log.info("response not sent: no valid destination", via=str(txn.request.top_via),
+                     **about(txn.request, txn.peer))
             return
         self.transports.send(message.to_bytes(), target, self._send_failed, txn)
 

@@ -12,7 +12,7 @@ import structlog
 import uvloop
 
 from edgeproxy.config import Config, ConfigError, load
-from edgeproxy.observability.logging import setup_logging
+from edgeproxy.observability.logging import bind_instance, setup_logging
 from edgeproxy.state.users import UsersFileError
 from edgeproxy.transport.workers import WorkerRole
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
     setup_logging(config.log.level, config.log.format)
+    bind_instance(config.server.instance_id)
     if args.worker is not None:
         from edgeproxy.sip.ids import set_worker
         from edgeproxy.supervisor import die_with_parent

@@ -1,4 +1,5 @@
-"""structlog setup: JSON lines in production, readable lines on a console."""
+"""structlog setup: JSON lines in production, readable lines on a console,
+and the fields every line about a SIP message carries (`about`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,33 @@ import logging
 import sys
 
 import structlog
+
+from edgeproxy.sip import Message, Request, Response
+from edgeproxy.transport.base import Source, Target
+
+
+def about(msg: Message | None, peer: Source | Target | None = None) -> dict[str, object]:
+    """call_id, method and where it came from (`source`) or goes (`target`): built only
+    when a line is written (the hot path logs nothing per message at info level)."""
+    fields: dict[str, object] = {}
+    if msg is not None:
+        fields["call_id"] = msg.get("Call-ID")  # compact `i` too
+        if isinstance(msg, Request):
+            fields["method"] = msg.method
+        elif isinstance(msg, Response):
+            cseq = msg.get("CSeq")
+            fields["method"] = cseq.split()[-1] if cseq else None
+            fields["status"] = msg.status
+    if isinstance(peer, Source):
+        fields["source"] = f"{peer.transport}:{peer.remote[0]}:{peer.remote[1]}"
+    elif isinstance(peer, Target):
+        fields["target"] = f"{peer.transport}:{peer.address[0]}:{peer.address[1]}"
+    return fields
+
+
+def bind_instance(instance: str) -> None:
+    """Every line of this process names its instance (with several workers, `worker` too)."""
+    structlog.contextvars.bind_contextvars(instance=instance)
 
 
 def setup_logging(level: str = "info", fmt: str = "json") -> None:

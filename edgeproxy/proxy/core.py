@@ -20,6 +20,7 @@ import structlog
 
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
+from edgeproxy.observability.logging import about
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
 from edgeproxy.sip.headers import Via, parse_name_addr
@@ -382,7 +383,7 @@ class ProxyCore:
             fwd.insert("Via", f"SIP/2.0/{hop.transport.upper()} {host}:{port};branch={routing.stateless_branch(req)}")
             self.send(fwd.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
         except SipError as err:
-            log.debug("ACK not forwarded", reason=err.reason)
+            log.debug("ACK not forwarded", reason=err.reason, **about(req))
 
     # -- responses -----------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, resp: Response) -> None:
@@ -436,7 +437,7 @@ class ProxyCore:
             return
         if (branch.backend is not None and resp.status in FAILOVER_STATUSES and not ctx.cancelled
                 and self.dispatcher is not None):
-            log.info("failover", backend=branch.backend.uri, status=resp.status, call_id=ctx.request.call_id)
+            log.info("failover", backend=branch.backend.uri, status=resp.status, **about(ctx.request))
             try:
                 if self._try_backend(ctx):
                     return  # serial failover within the same transaction
@@ -524,7 +525,7 @@ class ProxyCore:
         try:
             self.run(self.transactions.send_request(cancel, branch.hop.transport in RELIABLE, self.now(), target))
         except SipError:
-            log.warning("CANCEL not sent: transaction table full")
+            log.warning("CANCEL not sent: transaction table full", **about(cancel, target))
 
     def _respond(self, server: ServerTransaction, resp: Response) -> None:
         self.run(self.transactions.respond(server, resp, self.now()))

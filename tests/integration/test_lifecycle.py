@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -60,3 +61,20 @@ def test_sigterm_exits_zero() -> None:
         assert status_of(proxy.udp(options(proxy.uri))) == 200
         assert proxy.stop() == 0
         assert b"stopped" in proxy.log.read_bytes()
+
+
+def test_log_lines_about_a_message_name_it() -> None:
+    """A refused request's log line carries its Call-ID, method, source and the instance (JSON logs)."""
+    import json
+
+    with running_proxy('instance_id = "edge-t"\n[log]\nlevel = "debug"\n') as proxy:
+        bad = options(proxy.uri).replace(b"CSeq: 1 OPTIONS", b"CSeq: x OPTIONS")
+        assert status_of(proxy.udp(bad)) == 400
+        assert proxy.stop() == 0
+        lines = [json.loads(line) for line in proxy.log.read_text().splitlines() if line.startswith("{")]
+    refused = [line for line in lines if line["event"] == "request refused"]
+    assert len(refused) == 1, lines
+    call_id = re.search(rb"Call-ID: (\S+)", bad).group(1).decode()  # type: ignore[union-attr]
+    assert refused[0]["call_id"] == call_id and refused[0]["method"] == "OPTIONS"
+    assert refused[0]["source"].startswith("udp:127.0.0.1:") and refused[0]["reply"] == 400
+    assert all(line["instance"] == "edge-t" for line in lines)
