@@ -25,7 +25,7 @@ from edgeproxy.config import Config
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
-from edgeproxy.observability.logging import about
+from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.observability.metrics import (
     CALLS,
     MESSAGE_SECONDS,
@@ -463,14 +463,14 @@ class EdgeProxy:
     def _refuse(self, err: SipError, source: Source) -> None:
         req = err.message
         if not isinstance(req, Request):
-            log.debug("dropped unparseable message", reason=err.reason, **about(err.message, source))
+            debug_about(log, "dropped unparseable message", err.message, source, reason=err.reason)
             return
         resp = error_response(err)
         if resp is None:
             return
         if self.config.server.user_agent:
             resp.append("Server", self.config.server.user_agent)
-        log.debug("request refused", reply=err.status, reason=err.reason, **about(req, source))
+        debug_about(log, "request refused", req, source, reply=err.status, reason=err.reason)
         try:
             stamp_received(req, source.remote[0], source.remote[1])
             target = response_target(source, req)
@@ -564,14 +564,14 @@ class EdgeProxy:
     def _start_request(self, req: Request, hop: Hop, context: object) -> bool:
         """Send a request of our own (NOTIFY, a REGISTER upstream) in a client transaction."""
         assert self.proxy is not None
+        target = Target(hop.transport, (hop.host, hop.port))
         host, port = self.proxy.identity.via_host(hop.transport)
         req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
                          {"branch": new_branch(), "rport": None}))
         try:
-            txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.loop.time(),
-                                                          Target(hop.transport, (hop.host, hop.port)))
+            txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.loop.time(), target)
         except SipError:
-            log.warning("request not sent: transaction table full", **about(req, Target(hop.transport, (hop.host, hop.port))))
+            log.warning("request not sent: transaction table full", **about(req, target))
             return False
         txn.context = context
         self._run(actions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
@@ -13,8 +14,8 @@ from edgeproxy.transport.base import Source, Target
 
 
 def about(msg: Message | None, peer: Source | Target | None = None) -> dict[str, object]:
-    """call_id, method and where it came from (`source`) or goes (`target`): built only
-    when a line is written (the hot path logs nothing per message at info level)."""
+    """call_id, method and where it came from (`source`) or goes (`target`), for lines
+    that are written anyway (debug lines go through debug_about)."""
     fields: dict[str, object] = {}
     if msg is not None:
         fields["call_id"] = msg.get("Call-ID")  # compact `i` too
@@ -29,6 +30,14 @@ def about(msg: Message | None, peer: Source | Target | None = None) -> dict[str,
     elif isinstance(peer, Target):
         fields["target"] = f"{peer.transport}:{peer.address[0]}:{peer.address[1]}"
     return fields
+
+
+def debug_about(log: Any, event: str, msg: Message | None, peer: Source | Target | None = None,
+                **fields: object) -> None:
+    """A debug line about a message (a refusal: one per message in a flood), its
+    fields built only when debug lines are written."""
+    if log.is_enabled_for(logging.DEBUG):
+        log.debug(event, **fields, **about(msg, peer))
 
 
 def bind_instance(instance: str) -> None:

@@ -20,7 +20,7 @@ import structlog
 
 from edgeproxy.dispatcher.backends import Backend, BackendSet
 from edgeproxy.dispatcher.dns import SipResolver
-from edgeproxy.observability.logging import about
+from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
 from edgeproxy.sip.headers import Via, parse_name_addr
@@ -383,7 +383,7 @@ class ProxyCore:
             fwd.insert("Via", f"SIP/2.0/{hop.transport.upper()} {host}:{port};branch={routing.stateless_branch(req)}")
             self.send(fwd.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
         except SipError as err:
-            log.debug("ACK not forwarded", reason=err.reason, **about(req))
+            debug_about(log, "ACK not forwarded", req, reason=err.reason)
 
     # -- responses -----------------------------------------------------------------
     def on_response(self, txn: ClientTransaction, resp: Response) -> None:
