@@ -19,6 +19,7 @@ from .tokens import split_commas
 from .uri import URI, parse_uri
 
 CRLF = b"\r\n"
+_VIA_PREFIX = line_prefix("via")
 _UNSET = object()
 
 # Header key → the cache slot its typed view lives in.
@@ -297,7 +298,13 @@ class Message(abc.ABC):
 
     def set_top_via(self, via: Via) -> None:
         """Rewrite the first Via value from `via`, which stays the parsed top Via."""
-        self.replace_first_value("Via", str(via))
+        keys = self.keys
+        at = keys.index("via") if "via" in keys else -1
+        if at < 0 or b"," in self.lines[at]:
+            self.replace_first_value("Via", str(via))
+        else:  # the common line with one value: written at once
+            self.lines[at] = _VIA_PREFIX + encode(str(via))
+            self._vias = _UNSET
         self._via = via
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:

@@ -1,7 +1,10 @@
 """SIP, SIPS and TEL URIs (RFC 3261 §19.1, RFC 3966); other schemes kept opaque.
 
 Components keep their escaped spelling so a URI written back is the URI
-read; `unescape` gives the value to compare.
+read; `unescape` gives the value to compare. Parsed URIs are shared: the
+same text parses once (Request-URIs, Routes and Contacts repeat from
+message to message), so a URI is never changed in place, only replaced
+(`dataclasses.replace`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ _DIGITS = "0123456789"
 _TEL_CHARS = _DIGITS + "+-.()*#ABCDEFabcdefpw"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class URI:
     scheme: str
     host: str = ""
@@ -125,7 +128,21 @@ def _uri_params(text: str) -> Params:
     return params
 
 
+_PARSED: dict[str, URI] = {}
+_PARSED_LIMIT = 8192  # distinct texts kept; the cache starts afresh past it
+
+
 def parse_uri(text: str) -> URI:
+    uri = _PARSED.get(text)
+    if uri is None:
+        uri = _parse(text)
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.clear()
+        _PARSED[text] = uri
+    return uri
+
+
+def _parse(text: str) -> URI:
     colon = text.find(":")
     if colon <= 0:
         raise bad_request("Malformed URI")
@@ -161,27 +178,27 @@ def _parse_sip(scheme: str, rest: str) -> URI:
                 p = int(port) if port else None
                 if p is None or p <= 65535:
                     return URI(scheme, host, user, None, p, params, None, None)
-    uri = URI(scheme)
+    user = password = headers = None
+    params: Params = {}
     at = rest.find("@")
     if at >= 0:
-        user, colon, password = rest[:at].partition(":")
-        if not only(user, USER) or (colon and password and not only(password, PASSWORD)):
+        user, colon, pw = rest[:at].partition(":")
+        if not only(user, USER) or (colon and pw and not only(pw, PASSWORD)):
             raise bad_request("Malformed URI user")
-        uri.user = user
         if colon:
-            uri.password = password
+            password = pw
         rest = rest[at + 1 :]
     q = rest.find("?")
     if q >= 0:
-        uri.headers = rest[q + 1 :]
-        if not only(uri.headers, HEADER_CHARS + "&"):
+        headers = rest[q + 1 :]
+        if not only(headers, HEADER_CHARS + "&"):
             raise bad_request("Malformed URI headers")
         rest = rest[:q]
     semi = rest.find(";")
     if semi >= 0:
-        uri.params = _uri_params(rest[semi + 1 :])
+        params = _uri_params(rest[semi + 1 :])
         rest = rest[:semi]
     if not rest or " " in rest or "\t" in rest:
         raise bad_request("Malformed URI host")
-    uri.host, uri.port = parse_host_port(rest)
-    return uri
+    host, port = parse_host_port(rest)
+    return URI(scheme, host, user, password, port, params, headers)

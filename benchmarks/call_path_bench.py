@@ -1,0 +1,154 @@
+"""The call path in one process: CPU µs per call spent in edgeproxy's own code.
+
+    python benchmarks/call_path_bench.py [--calls 20000] [--profile FILE]
+
+A running EdgeProxy (embedded defaults, one dispatcher backend, memory
+state) is fed the datagrams of a SIPp-like call straight into its
+`on_message`: INVITE, 180, 200, ACK, BYE, 200 (the UAS's answers are made
+from what the proxy forwarded, with its Via and Record-Route). Sockets are
+left out (what the proxy would send is captured), so the figure is the
+Python work per call, repeatable to a few per cent on a busy machine,
+where call_bench.py measures everything (kernel included) against
+Kamailio. The event loop runs between batches so the timers do their work
+as they would in production. `--profile` writes a cProfile dump of the
+run (`python -m pstats FILE`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import pathlib
+import sys
+import time
+import tomllib
+
+import uvloop
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from edgeproxy.app import EdgeProxy
+from edgeproxy.config import from_dict
+from edgeproxy.observability.logging import setup_logging
+from edgeproxy.transport.base import Source, Target
+
+UAC = ("127.0.0.1", 5071)
+UAS = ("127.0.0.1", 5072)
+SDP = (b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+INVITE = (b"INVITE sip:service@127.0.0.1:%(port)d SIP/2.0\r\n"
+          b"Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-%(n)d-1-0;rport\r\n"
+          b"From: \"sipp\" <sip:sipp@127.0.0.1:5071>;tag=1SIPpTag00%(n)d\r\n"
+          b"To: <sip:service@127.0.0.1:%(port)d>\r\n"
+          b"Call-ID: %(n)d-1@127.0.0.1\r\n"
+          b"CSeq: 1 INVITE\r\n"
+          b"Contact: <sip:sipp@127.0.0.1:5071>\r\n"
+          b"Max-Forwards: 70\r\n"
+          b"Content-Type: application/sdp\r\n"
+          b"Content-Length: %(len)d\r\n\r\n")
+IN_DIALOG = (b"%(method)s sip:service@127.0.0.1:5072 SIP/2.0\r\n"
+             b"Via: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-%(n)d-%(cseq)d-%(method)s;rport\r\n"
+             b"%(routes)s"
+             b"From: \"sipp\" <sip:sipp@127.0.0.1:5071>;tag=1SIPpTag00%(n)d\r\n"
+             b"To: <sip:service@127.0.0.1:%(port)d>;tag=%(n)dUAS\r\n"
+             b"Call-ID: %(n)d-1@127.0.0.1\r\n"
+             b"CSeq: %(cseq)d %(method)s\r\n"
+             b"Max-Forwards: 70\r\n"
+             b"Content-Length: 0\r\n\r\n")
+
+
+def answer(request: bytes, status: bytes, to_tag: bytes, body: bytes = b"") -> bytes:
+    """The UAS's response to a forwarded request: its Via, From, To, Call-ID, CSeq and
+    Record-Route lines copied (as SIPp's [last_*] keywords do), a tag and a Contact added."""
+    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    keep = [line for line in head if line[:4] in (b"Via:", b"From", b"Call", b"CSeq", b"Reco")]
+    to = next(line for line in head if line.startswith(b"To:"))
+    if b";tag=" not in to:
+        to += b";tag=" + to_tag
+    lines = [b"SIP/2.0 " + status, *keep, to, b"Contact: <sip:service@127.0.0.1:5072>",
+             b"Content-Length: %d" % len(body)]
+    if body:
+        lines.append(b"Content-Type: application/sdp")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+async def run(calls: int, profile: str | None, warmup: int = 1000) -> None:
+    config = from_dict(tomllib.loads(f'[server]\nlisten = ["udp:127.0.0.1:0"]\n[state]\nrecord_calls = false\n'
+                       f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\n'
+                       f'uri = "sip:{UAS[0]}:{UAS[1]}"\n[log]\nlevel = "warning"\n'))
+    setup_logging("warning", "console")
+    edge = EdgeProxy(config)
+    await edge.start()
+    local = edge.transports.bound[0][1]
+    port = local[1]
+    sent: list[tuple[bytes, Target]] = []
+    capture = lambda data, target, *_: sent.append((data, target))  # noqa: E731
+    edge.transports.send = edge.proxy.send = capture  # type: ignore[method-assign, union-attr]
+    uac, uas = Source("udp", UAC, local), Source("udp", UAS, local)
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+    def to(address: tuple[str, int]) -> bytes:
+        return next(data for data, target in reversed(sent) if target.address == address)
+
+    steps = ("INVITE", "180", "200", "ACK", "BYE", "200 (BYE)")
+
+    def feed(step: int, data: bytes, source: Source, clock: list[float]) -> None:
+        t = time.perf_counter()
+        edge.on_message(data, source)
+        clock[step] += time.perf_counter() - t
+
+    def one_call(n: int, clock: list[float]) -> None:
+        feed(0, INVITE % {b"port": port, b"n": n, b"len": len(SDP)} + SDP, uac, clock)
+        forwarded = to(UAS)
+        tag = b"%dUAS" % n
+        feed(1, answer(forwarded, b"180 Ringing", tag), uas, clock)
+        feed(2, answer(forwarded, b"200 OK", tag, SDP), uas, clock)
+        ok = to(UAC)
+        routes = b"".join(b"Route: " + line.partition(b":")[2].strip() + b"\r\n"
+                          for line in ok.split(b"\r\n") if line.startswith(b"Record-Route:"))
+        fields = {b"n": n, b"port": port, b"routes": routes}
+        feed(3, IN_DIALOG % {**fields, b"method": b"ACK", b"cseq": 1}, uac, clock)
+        feed(4, IN_DIALOG % {**fields, b"method": b"BYE", b"cseq": 2}, uac, clock)
+        bye = to(UAS)
+        assert bye.startswith(b"BYE"), bye[:60]
+        feed(5, answer(bye, b"200 OK", tag), uas, clock)
+        assert to(UAC).startswith(b"SIP/2.0 200") and b"BYE" in to(UAC)
+        sent.clear()
+
+    clock = [0.0] * len(steps)
+    for n in range(warmup):  # warm up
+        one_call(n, clock)
+    profiler = cProfile.Profile() if profile else None
+    clock = [0.0] * len(steps)
+    cpu = time.process_time()
+    if profiler:
+        profiler.enable()
+    for batch in range(0, calls, 100):
+        for n in range(batch, batch + 100):
+            one_call(1000 + n, clock)
+        await asyncio.sleep(0)  # timers: transactions end as they would
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    cpu = time.process_time() - cpu
+    await edge.close()
+    print(f"{calls} calls: {sum(clock) * 1e6 / calls:.1f} µs per call in on_message "
+          f"({cpu * 1e6 / calls:.1f} µs per call of process CPU, the UAS's side included)")
+    print("  " + ", ".join(f"{name} {t * 1e6 / calls:.1f}" for name, t in zip(steps, clock)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--profile", help="write a cProfile dump here")
+    ap.add_argument("--warmup", type=int, default=1000, help="calls before the measured ones")
+    args = ap.parse_args()
+    uvloop.run(run(args.calls, args.profile, args.warmup))
+
+
+if __name__ == "__main__":
+    main()
