@@ -350,16 +350,16 @@ class ProxyCore:
         """Where a request following a route set goes (RFC 3261 §16.6 step 6): its top
         Route; else the address an alias in its Request-URI names; else its Request-URI."""
         if req.has("Route"):
-            return parse_name_addr(req.values("Route")[0]).uri
+            return parse_name_addr(req.first_value("Route") or "").uri
         return routing.take_alias(req) or req.uri
 
     @staticmethod
     def _alias_contact(msg: Request | Response, transport: str, ip: str, port: int) -> None:
         """nathelper add_contact_alias, when the Contact is not where packets come from."""
-        contacts = msg.get_lines("Contact")
-        if not contacts or contacts == ["*"]:
+        first = msg.first_value("Contact")
+        if first is None or first == "*":
             return
-        na = parse_name_addr(msg.values("Contact")[0])
+        na = parse_name_addr(first)
         uri = na.uri
         if routing.ALIAS in uri.params or (uri.host.strip("[]") == ip and routing.hop_for(uri).port == port):
             return

@@ -63,11 +63,10 @@ def hop_of_source(source: str) -> Hop:
 def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
     """RFC 3261 §16.4. Returns True if a Route of ours was removed (the request
     follows a route set we recorded)."""
-    routes = req.values("Route") if req.has("Route") else []
     removed = False
-    if routes and is_ours(req.uri):
+    if "route" in req.keys and is_ours(req.uri):
         # a strict router put our Record-Route value in the Request-URI
-        last = routes[-1]
+        last = req.values("Route")[-1]
         req.uri = parse_name_addr(last).uri_text
         _drop_last_route(req)
         removed = True
@@ -77,8 +76,8 @@ def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
 def pop_own_routes(req: Request, is_ours: IsOurs) -> bool:
     """Remove the Route entries naming us from the top. Returns True if there was one."""
     removed = False
-    while req.has("Route"):
-        top = parse_name_addr(req.values("Route")[0])
+    while "route" in req.keys:
+        top = parse_name_addr(req.first_value("Route") or "")
         if not is_ours(top.uri):
             break
         req.pop_first_value("Route")
@@ -98,10 +97,16 @@ def _drop_last_route(req: Request) -> None:
         req.append("Route", value)
 
 
+_LOOP_HASHED = ("proxy-require", "proxy-authorization", "route")
+
+
 def loop_hash(req: Request) -> str:
     """RFC 3261 §16.6 step 8: what must differ for a request seen twice to be a spiral."""
-    parts = [req.uri_text, req.from_.tag or "", req.to.tag or "", req.call_id, str(req.cseq.number),
-             *req.get_lines("Proxy-Require"), *req.get_lines("Proxy-Authorization"), *req.get_lines("Route")]
+    parts = [req.uri_text, req.from_.tag or "", req.to.tag or "", req.call_id, str(req.cseq.number)]
+    keys = req.keys
+    for name in _LOOP_HASHED:
+        if name in keys:
+            parts += req.get_lines(name)
     return f"{zlib.crc32('|'.join(parts).encode('utf-8', 'surrogateescape')):08x}"
 
 

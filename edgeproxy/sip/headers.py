@@ -53,12 +53,18 @@ class NameAddr:
 
 
 def parse_name_addr(text: str) -> NameAddr:
-    if text[:1] == "<":  # the common `<uri>;params`
-        gt = text.find(">")
-        inner = text[1:gt]
-        if gt > 0 and ":" in inner and not (" " in inner or "<" in inner or '"' in inner or "\t" in inner):
-            rest = text[gt + 1 :]
-            return NameAddr(inner, None, parse_params(rest) if rest else {})
+    # the common `<uri>;params` and `"display" <uri>;params`, without the general parser
+    if text[:1] == "<":
+        lt, display = 0, None
+    elif text[:1] == '"' and (q := text.find('"', 1)) > 0 and text[q + 1 : q + 3] == " <" and "\\" not in text[:q]:
+        lt, display = q + 2, text[: q + 1]
+    else:
+        return _parse_name_addr(text.strip())
+    gt = text.find(">", lt)
+    inner = text[lt + 1 : gt]
+    if gt > 0 and ":" in inner and not (" " in inner or "<" in inner or '"' in inner or "\t" in inner):
+        rest = text[gt + 1 :]
+        return NameAddr(inner, display, parse_params(rest) if rest else {})
     return _parse_name_addr(text.strip())
 
 
@@ -159,7 +165,8 @@ def parse_via(text: str) -> Via:
             sent_by = text[sp + 1 :] if semi < 0 else text[sp + 1 : semi]
             host, colon, port = sent_by.partition(":")
             transport = text[8:sp]
-            if only(host, HOST) and is_token(transport) and (not colon or (port.isdigit() and len(port) < 5)):
+            if only(host, HOST) and is_token(transport) and (
+                    not colon or (port.isdigit() and port.isascii() and len(port) <= 5 and int(port) <= 65535)):
                 params = parse_params(text[semi:]) if semi > 0 else {}
                 if "ttl" not in params:
                     return Via(transport.upper(), host, int(port) if colon else None, params)

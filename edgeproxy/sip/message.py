@@ -97,6 +97,16 @@ class Message(abc.ABC):
             out.extend(split_commas(line))
         return out
 
+    def first_value(self, name: str) -> str | None:
+        """The first comma-separated value of a header (the top Route, the first
+        Contact), without splitting the rest; None when absent."""
+        key = key_of(name)
+        keys = self.keys
+        if key not in keys:
+            return None
+        value = decode(line_value(self.lines[keys.index(key)]))
+        return split_commas(value)[0] if "," in value or not value else value
+
     def raw_lines(self, name: str) -> list[bytes]:
         lines = self.lines
         return [lines[i] for i in self.positions(name)]
