@@ -135,6 +135,9 @@ class RedisSubscriptionStore:
                     pipe.srem(self._watch(sub.watched), key)
                 await pipe.execute()
 
+    def unwatched(self, watched: str) -> bool:
+        return False  # other instances' watchers are known only to Redis
+
     async def watching(self, watched: str) -> list[Subscription]:
         with redis_errors():
             keys = sorted(k.decode() if isinstance(k, bytes) else k for k in

@@ -181,7 +181,8 @@ class PresenceService:
             if old is not None and old.state == state:
                 continue  # a second 18x: nothing new for the lamp
             calls[call_id] = DialogState(call_id, state, direction, local, remote)
-            out += await self._notify_watchers(entity, PACKAGES["dialog"])
+            if not self.subscriptions.unwatched(f"{entity}|dialog"):
+                out += await self._notify_watchers(entity, PACKAGES["dialog"])
             if state == "terminated":
                 del calls[call_id]
                 if not calls:

@@ -57,6 +57,11 @@ class SubscriptionStore(Protocol):
         """Live subscriptions to one resource and event ("alice@example.com|presence")."""
         ...
 
+    def unwatched(self, watched: str) -> bool:
+        """True only when it is known at once, without asking a server, that nobody
+        watches the resource: a call's BLF lamps cost nothing when nobody looks."""
+        ...
+
     async def expired(self, now: float) -> list[Subscription]:
         """Subscriptions past their expiry, for their final NOTIFY; each is handed
         out once, to one instance (the caller then removes what is left of it)."""
@@ -98,6 +103,9 @@ class MemorySubscriptionStore:
                 keys.discard(key)
                 if not keys:
                     del self._by_watched[sub.watched]
+
+    def unwatched(self, watched: str) -> bool:
+        return watched not in self._by_watched
 
     async def watching(self, watched: str) -> list[Subscription]:
         keys = self._by_watched.get(watched)

@@ -129,10 +129,15 @@ class Message(abc.ABC):
         return value.strip().decode("utf-8", "surrogateescape")
 
     def _required(self, key: str) -> str:
-        value = self._single(key)
-        if value is None:
+        """From, To, Call-ID or CSeq: parse_message made sure each appears once."""
+        keys = self.keys
+        if key not in keys:
             raise bad_request(f"Missing {display_name(key)}")
-        return value
+        raw = self.lines[keys.index(key)]
+        value = raw.partition(b":")[2]
+        if b"\n" in value:
+            value = line_value(raw)
+        return value.strip().decode("utf-8", "surrogateescape")
 
     @property
     def vias(self) -> list[Via]:

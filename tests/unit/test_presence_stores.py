@@ -75,6 +75,16 @@ async def test_subscriptions_by_key_and_by_resource(subscriptions: SubscriptionS
     assert await subscriptions.get(two.key) is None
 
 
+async def test_a_watched_resource_is_never_said_to_be_unwatched(subscriptions: SubscriptionStore,
+                                                               clock: Clock) -> None:
+    one = sub("t1", clock)
+    await subscriptions.put(one)
+    assert not subscriptions.unwatched("alice@x|presence")  # what lets BLF skip a lookup must be sure
+    await subscriptions.remove(one.key)
+    # the memory store knows its watchers; a shared store must ask (and says so)
+    assert subscriptions.unwatched("alice@x|presence") is isinstance(subscriptions, MemorySubscriptionStore)
+
+
 async def test_expired_subscriptions_are_handed_out_once(subscriptions: SubscriptionStore, clock: Clock) -> None:
     short = sub("t1", clock, expires=10)
     await subscriptions.put(short)
