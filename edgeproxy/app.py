@@ -282,12 +282,16 @@ class EdgeProxy:
         if self.calls is not None:
             self.calls.update(req.call_id, state, req.from_.uri_text, req.to.uri_text, backend)
         if self.presence is not None and self.presence_tracks_calls:
-            presence = self.presence
+            changed = self.presence.call_event(req, state)
+            if changed is None or changed:
+                self._background(self._light_lamps(req, changed))
 
-            async def notify() -> None:
-                await self._send_notifies(await presence.call_event(req, state))
-
-            self._background(notify())
+    async def _light_lamps(self, req: Request, changed: list[str] | None) -> None:
+        """BLF: NOTIFYs to the watchers of a call's parties (see PresenceService.call_event)."""
+        assert self.presence is not None
+        if changed is None:
+            changed = await self.presence.ended_elsewhere(req)
+        await self._send_notifies(await self.presence.notify_lamps(req.call_id, changed))
 
     async def _expiring(self) -> None:
         """Once a second: the final NOTIFY of every subscription that ran out."""

@@ -156,25 +156,35 @@ class PresenceService:
         return Outcome(ok, [await self._notify(sub, package)])
 
     # -- dialog-info from proxied calls ------------------------------------------------------
-    async def call_event(self, req: Request, state: str) -> list[Notify]:
-        """A call the proxy routes changed state: the dialog watchers of either party hear of it."""
+    def call_event(self, req: Request, state: str) -> list[str] | None:
+        """A call the proxy routes changed state: its parties' lamps change at once (no
+        await on the per-call path). Returns the entities whose watchers must hear of it
+        (for `notify_lamps`), or None for the BYE of a call begun on another instance,
+        whose parties the store knows (`ended_elsewhere`)."""
         if "dialog" not in self.events:
             return []
         call_id = req.call_id
         parties = self._parties.get(call_id)
         if parties is None:
             if req.method == "BYE":
-                stored = await self.dialogs.get(call_id) if self.dialogs is not None else None
-                if stored is None:
-                    return []  # a call nobody recorded the beginning of
-                parties = self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee))
-            else:
-                parties = self._parties[call_id] = self._parties_of(req.from_, req.to)
+                return None
+            parties = self._parties[call_id] = self._parties_of(req.from_, req.to)
             while len(self._parties) > MAX_CALL_ENTITIES:
                 del self._parties[next(iter(self._parties))]
+        return self._lamps(call_id, parties, state)
+
+    async def ended_elsewhere(self, req: Request) -> list[str]:
+        """The BYE of a call this instance did not see begin: its parties from the dialog store."""
+        stored = await self.dialogs.get(req.call_id) if self.dialogs is not None else None
+        if stored is None:
+            return []  # a call nobody recorded the beginning of
+        return self._lamps(req.call_id, self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee)),
+                           "terminated")
+
+    def _lamps(self, call_id: str, parties: list[tuple[str, str, str, str]], state: str) -> list[str]:
         if state == "terminated":
             self._parties.pop(call_id, None)
-        out: list[Notify] = []
+        changed: list[str] = []
         for entity, direction, local, remote in parties:
             calls = self.calls.setdefault(entity, {})
             old = calls.get(call_id)
@@ -182,13 +192,27 @@ class PresenceService:
                 continue  # a second 18x: nothing new for the lamp
             calls[call_id] = DialogState(call_id, state, direction, local, remote)
             if not self.subscriptions.unwatched(f"{entity}|dialog"):
-                out += await self._notify_watchers(entity, PACKAGES["dialog"])
-            if state == "terminated":
-                del calls[call_id]
-                if not calls:
-                    del self.calls[entity]
+                changed.append(entity)  # a terminated call stays until its NOTIFY has been made
+            elif state == "terminated":
+                self._forget(entity, call_id)
         while len(self.calls) > MAX_CALL_ENTITIES:
             del self.calls[next(iter(self.calls))]
+        return changed
+
+    def _forget(self, entity: str, call_id: str) -> None:
+        calls = self.calls.get(entity, {})
+        calls.pop(call_id, None)
+        if not calls:
+            self.calls.pop(entity, None)
+
+    async def notify_lamps(self, call_id: str, entities: list[str]) -> list[Notify]:
+        """The NOTIFYs for the dialog watchers of the entities whose call changed."""
+        out: list[Notify] = []
+        for entity in entities:
+            out += await self._notify_watchers(entity, PACKAGES["dialog"])
+            state = self.calls.get(entity, {}).get(call_id)
+            if state is not None and state.state == "terminated":
+                self._forget(entity, call_id)
         return out
 
     def _parties_of(self, caller: NameAddr, callee: NameAddr) -> list[tuple[str, str, str, str]]:
