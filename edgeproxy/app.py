@@ -122,7 +122,8 @@ class EdgeProxy:
         self.config = config
         self.worker = worker
         self.loop = asyncio.get_running_loop()
-        self.transactions = TransactionLayer(config.limits.max_transactions, config.limits.max_transactions_per_source)
+        self.transactions = TransactionLayer(config.limits.max_transactions, config.limits.max_transactions_per_source,
+                                             config.limits.transaction_wait)
         self.transports = TransportManager(config, self.on_message)
         self.pinger = NatPinger(config.keepalive.mode, config.keepalive.interval, config.keepalive.max_targets,
                                 self.transports.send, self._our_udp_address, config.server.user_agent)

@@ -171,6 +171,8 @@ class LimitsConfig:
     idle_timeout: float = field(default=600.0, metadata=_check(_number(1, 86400)))
     max_transactions: int = field(default=50000, metadata=_check(_number(10, 10_000_000, True)))
     max_transactions_per_source: int = field(default=0, metadata=_check(_number(0, 10_000_000, True)))  # 0: off
+    # Timers J, L, M: how long a finished transaction absorbs retransmissions (RFC: 32 s; Kamailio wt_timer: 5 s)
+    transaction_wait: float = field(default=5.0, metadata=_check(_number(0.5, 32)))
     # Timer C (RFC 3261 §16.6): a forwarded INVITE with no final answer this long is cancelled
     invite_timeout: float = field(default=180.0, metadata=_check(_number(1, 86400)))
 

@@ -64,10 +64,18 @@ class Terminated:
 Action = Send | Deliver | Timeout | Terminated
 
 
-class Transaction(abc.ABC):
-    __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "request", "state", "timers")
+WAIT = 64 * T1  # RFC 3261/6026: how long a finished transaction absorbs retransmissions
 
-    def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None) -> None:
+
+class Transaction(abc.ABC):
+    __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "request", "state", "timers",
+                 "wait")
+
+    def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None,
+                 wait: float = WAIT) -> None:
+        """`wait`: Timers J, L and M (a finished transaction kept for late retransmissions);
+        the RFC's 64×T1 unless the element keeps them shorter, as Kamailio's wt_timer does."""
+        self.wait = wait
         self.key = key
         self.request = request
         self.reliable = reliable
@@ -157,7 +165,7 @@ class ClientInvite(ClientTransaction):
                 return [Deliver(self, resp)]
             if resp.status < 300:
                 self.state = State.ACCEPTED
-                self._start("M", now, 64 * T1)
+                self._start("M", now, self.wait)
                 return [Deliver(self, resp)]
             self.state = State.COMPLETED
             self.last_response = resp
@@ -276,7 +284,7 @@ class ServerInvite(ServerTransaction):
                 return [Send(self, resp)]
             if resp.status < 300:
                 self.state = State.ACCEPTED
-                self._start("L", now, 64 * T1)
+                self._start("L", now, self.wait)
                 return [Send(self, resp)]
             self.state = State.COMPLETED
             if not self.reliable:
@@ -320,7 +328,7 @@ class ServerNonInvite(ServerTransaction):
             self.state = State.PROCEEDING
             return [Send(self, resp)]
         self.state = State.COMPLETED
-        self._start("J", now, 0 if self.reliable else 64 * T1)
+        self._start("J", now, 0 if self.reliable else self.wait)
         return [Send(self, resp)]
 
     def _fire(self, letter: str, now: float) -> list[Action]:

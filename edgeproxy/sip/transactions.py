@@ -19,6 +19,7 @@ from .transaction import (
     ServerNonInvite,
     ServerTransaction,
     State,
+    WAIT,
     Terminated,
     Transaction,
 )
@@ -54,8 +55,9 @@ class TransactionLayer:
     address), so one client cannot fill the table for everyone.
     """
 
-    def __init__(self, max_transactions: int = 50_000, max_per_origin: int = 0) -> None:
+    def __init__(self, max_transactions: int = 50_000, max_per_origin: int = 0, wait: float = WAIT) -> None:
         self.max_transactions = max_transactions
+        self.wait = wait  # see Transaction: Timers J, L, M
         self.max_per_origin = max_per_origin
         self._origin_of: dict[Key, str] = {}
         self._per_origin: dict[str, int] = {}
@@ -90,7 +92,7 @@ class TransactionLayer:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
         if self.max_per_origin:
             self._count_origin(key, origin, req)
-        txn = (ServerInvite if req.method == "INVITE" else ServerNonInvite)(key, req, reliable, peer)
+        txn = (ServerInvite if req.method == "INVITE" else ServerNonInvite)(key, req, reliable, peer, self.wait)
         self.server[key] = txn
         return self._track(txn, txn.start(now))
 
@@ -136,7 +138,7 @@ class TransactionLayer:
         key = client_key(req)
         if len(self) >= self.max_transactions:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
-        txn = (ClientInvite if req.method == "INVITE" else ClientNonInvite)(key, req, reliable, peer)
+        txn = (ClientInvite if req.method == "INVITE" else ClientNonInvite)(key, req, reliable, peer, self.wait)
         self.client[key] = txn
         return txn, self._track(txn, txn.start(now))
 

@@ -213,6 +213,26 @@ def test_invite_server_2xx_accepted_timer_l() -> None:
     assert [(t, type(a).__name__) for t, a in run_until(layer, 100.0)] == [(1.0 + 64 * T1, "Terminated")]
 
 
+def test_a_shorter_wait_ends_finished_transactions_sooner_and_still_absorbs() -> None:
+    """limits.transaction_wait (Kamailio's wt_timer): Timers J, L and M last `wait`, not 64×T1,
+    so a proxy at 1,000 calls/s keeps ~15k transactions instead of ~100k."""
+    layer = TransactionLayer(wait=5.0)
+    invite = request()
+    server = layer.receive_request(invite, False, 0.0)[-1].txn
+    layer.respond(server, response(invite, 200), 1.0)
+    assert layer.receive_request(request(), False, 5.9) == []  # a late INVITE retransmission: absorbed
+    options = request("OPTIONS", branch="z9hG4bKopt")
+    done = layer.receive_request(options, False, 0.0)[-1].txn
+    layer.respond(done, response(options, 200), 2.0)
+    assert sent(layer.receive_request(request("OPTIONS", branch="z9hG4bKopt"), False, 6.9)) == ["200"]
+    ours = request("INVITE", branch="z9hG4bKout")
+    layer.send_request(ours, reliable=False, now=0.0)
+    layer.receive_response(response(ours, 200), 3.0)
+    assert [(t, type(a).__name__) for t, a in run_until(layer, 40.0)] == [
+        (6.0, "Terminated"), (7.0, "Terminated"), (8.0, "Terminated")]  # L, J, M
+    assert len(layer) == 0
+
+
 def test_cancel_matches_its_invite() -> None:
     layer = TransactionLayer()
     txn = layer.receive_request(request(), False, 0.0)[-1].txn
