@@ -131,6 +131,7 @@ class ProxyCore:
         self.branch_timeout = branch_timeout
         self.resolver = resolver
         self._sent_bys = identity.sent_bys()
+        self._rr_values: dict[tuple[str, bool], bytes] = {}
         # Call-ID → (backend or None, start) of the calls set up through this instance and not
         # ended yet, oldest first: least-busy counts them per backend, a drain waits for them.
         # A call whose BYE never crosses us is forgotten after MAX_CALL_AGE; at most MAX_CALLS.
@@ -341,9 +342,13 @@ class ProxyCore:
         self.transactions.abandon(branch.txn)
         self.on_timeout(branch.txn)
 
-    def _rr(self, transport: str, double: bool) -> str:
-        return routing.record_route(self.identity.advertise, self.identity.record_route_port(transport), transport,
-                                    double)
+    def _rr(self, transport: str, double: bool) -> bytes:
+        """Our Record-Route value for one side, made once per (transport, double)."""
+        value = self._rr_values.get((transport, double))
+        if value is None:
+            value = self._rr_values[transport, double] = routing.record_route(
+                self.identity.advertise, self.identity.record_route_port(transport), transport, double).encode()
+        return value
 
     @staticmethod
     def _route_destination(req: Request) -> Hop | URI:

@@ -20,6 +20,7 @@ from .uri import URI, parse_uri
 
 CRLF = b"\r\n"
 _VIA_PREFIX = line_prefix("via")
+_MF_LINES = [b"Max-Forwards: %d" % n for n in range(256)]  # rewritten on every forwarded request
 _UNSET = object()
 
 # Header key → the cache slot its typed view lives in.
@@ -282,7 +283,7 @@ class Message(abc.ABC):
         at = keys.index(key)
         raw = self.lines[at]
         value = decode(line_value(raw))
-        if "," not in value:
+        if b"," not in raw:
             del keys[at]
             del self.lines[at]
             self._changed(key)
@@ -321,6 +322,16 @@ class Message(abc.ABC):
             self.lines[at] = _VIA_PREFIX + encode(str(via))
             self._vias = _UNSET
         self._via = via
+
+    def set_max_forwards(self, hops: int) -> None:
+        """Rewrite Max-Forwards (0–255) in place, as every forwarded request needs."""
+        keys = self.keys
+        if "max-forwards" in keys:  # parse_message allows one at most
+            self.lines[keys.index("max-forwards")] = _MF_LINES[hops]
+        else:
+            keys.append("max-forwards")
+            self.lines.append(_MF_LINES[hops])
+        self._max_forwards = hops
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         self.body = body
@@ -399,8 +410,10 @@ class Request(Message):
     def copy(self) -> Request:
         """An independent copy for forking: header lists copied; parsed views are
         shared (they are replaced, never edited in place, once a message is parsed)."""
-        clone = Request(self.method, self.uri_text, list(self.keys), list(self.lines), self.body, self.version,
-                        self._start)
+        clone = Request.__new__(Request)  # every slot set here: no __init__ to run on the hot path
+        clone.keys, clone.lines, clone.body = self.keys[:], self.lines[:], self.body
+        clone.method, clone.version, clone._uri, clone.uri_text, clone._start = (
+            self.method, self.version, self._uri, self.uri_text, self._start)
         clone._via, clone._vias, clone._from, clone._to = self._via, self._vias, self._from, self._to
         clone._call_id, clone._cseq, clone._max_forwards = self._call_id, self._cseq, self._max_forwards
         return clone

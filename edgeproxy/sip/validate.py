@@ -83,8 +83,5 @@ def check_forwardable(req: Request) -> None:
 def decrement_max_forwards(req: Request) -> None:
     """RFC 3261 §16.6 step 3: one less (70 when absent); check_forwardable came first."""
     value = req.max_forwards
-    req.set("Max-Forwards", _MF_VALUES[70 if value is None else max(value - 1, 0)])
+    req.set_max_forwards(70 if value is None else max(value - 1, 0))
 
-
-# Pre-encoded values: the hop count is rewritten on every forwarded request.
-_MF_VALUES = [str(n).encode() for n in range(256)]
