@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .chars import HOST, TOKEN, is_token, only
+from .chars import HOST, TOKEN, is_token
 from .errors import bad_request
 from .tokens import Params, format_params, parse_params, quoted_end
 from .uri import URI, parse_host_port, parse_uri
@@ -157,6 +157,9 @@ class Via:
         return isinstance(other, Via) and str(self) == str(other)
 
 
+_TRANSPORTS = frozenset({"UDP", "TCP", "TLS", "WS", "WSS", "SCTP"})
+
+
 def parse_via(text: str) -> Via:
     if text.startswith("SIP/2.0/"):
         sp = text.find(" ", 8)
@@ -165,7 +168,7 @@ def parse_via(text: str) -> Via:
             sent_by = text[sp + 1 :] if semi < 0 else text[sp + 1 : semi]
             host, colon, port = sent_by.partition(":")
             transport = text[8:sp]
-            if only(host, HOST) and is_token(transport) and (
+            if host and not host.strip(HOST) and (transport in _TRANSPORTS or is_token(transport)) and (
                     not colon or (port.isdigit() and port.isascii() and len(port) <= 5 and int(port) <= 65535)):
                 params = parse_params(text[semi:]) if semi > 0 else {}
                 if "ttl" not in params:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Iterator
 
+from .abstract import Abstract
 from .errors import bad_request
 from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via
 from .names import display_name, key_of, line_prefix
@@ -34,6 +35,22 @@ _SLOTS = {
 }
 
 
+_PARTIES: dict[str, NameAddr] = {}
+_PARTIES_LIMIT = 8192
+
+
+def _party(text: str) -> NameAddr:
+    """From and To, parsed once per text: every request of a dialog repeats them. The
+    NameAddr is shared, so From and To are never changed in place (only replaced)."""
+    na = _PARTIES.get(text)
+    if na is None:
+        na = parse_name_addr(text)
+        if len(_PARTIES) >= _PARTIES_LIMIT:
+            _PARTIES.clear()
+        _PARTIES[text] = na
+    return na
+
+
 def encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
@@ -54,7 +71,7 @@ def header_line(key: str, value: str | bytes) -> bytes:
     return line_prefix(key) + (value if isinstance(value, bytes) else encode(value))
 
 
-class Message(abc.ABC):
+class Message(Abstract):
     __slots__ = ("_call_id", "_cseq", "_from", "_max_forwards", "_to", "_via", "_vias", "body", "keys", "lines")
 
     def __init__(self, keys: list[str], lines: list[bytes], body: bytes = b"") -> None:
@@ -131,10 +148,10 @@ class Message(abc.ABC):
 
     def _required(self, key: str) -> str:
         """From, To, Call-ID or CSeq: parse_message made sure each appears once."""
-        keys = self.keys
-        if key not in keys:
-            raise bad_request(f"Missing {display_name(key)}")
-        raw = self.lines[keys.index(key)]
+        try:
+            raw = self.lines[self.keys.index(key)]
+        except ValueError:
+            raise bad_request(f"Missing {display_name(key)}") from None
         value = raw.partition(b":")[2]
         if b"\n" in value:
             value = line_value(raw)
@@ -159,13 +176,13 @@ class Message(abc.ABC):
     @property
     def from_(self) -> NameAddr:
         if self._from is _UNSET:
-            self._from = parse_name_addr(self._required("from"))
+            self._from = _party(self._required("from"))
         return self._from  # type: ignore[return-value]
 
     @property
     def to(self) -> NameAddr:
         if self._to is _UNSET:
-            self._to = parse_name_addr(self._required("to"))
+            self._to = _party(self._required("to"))
         return self._to  # type: ignore[return-value]
 
     @property

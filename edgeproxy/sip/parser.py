@@ -9,15 +9,17 @@ must have).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from typing import cast
 
 from .chars import is_token_bytes
 from .errors import SipError, bad_request
 from .message import Message, Request, Response, decode, line_value
 from .names import cached_key, key_of_bytes
-
-_cached = cached_key
 from .validate import check_request, check_response, check_structure
+
+_first = itemgetter(0)
 
 _DIGITS = b"0123456789"
 
@@ -84,8 +86,7 @@ def split_message(data: bytes, limits: Limits = DEFAULT_LIMITS, stream: bool = F
         raise bad_request("Header Line Too Long")
     # Fast path: every name is a spelling seen before. Folded continuation
     # lines, new spellings and lines without a colon all give None.
-    get = _cached
-    found = [get(raw.partition(b":")[0]) for raw in lines]
+    found = list(map(cached_key, map(_first, map(bytes.partition, lines, repeat(b":")))))  # C loops only
     error: SipError | None = None
     if None in found:
         keys, lines, error = _slow_keys(lines)

@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from .abstract import Abstract
 from .message import Message, Request, Response
 from .responses import make_response
 
@@ -67,7 +68,7 @@ Action = Send | Deliver | Timeout | Terminated
 WAIT = 64 * T1  # RFC 3261/6026: how long a finished transaction absorbs retransmissions
 
 
-class Transaction(abc.ABC):
+class Transaction(Abstract):
     __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "request", "state", "timers",
                  "wait")
 

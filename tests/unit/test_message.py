@@ -202,3 +202,19 @@ def test_received_and_rport_stamping(via: bytes, expected: bytes) -> None:
     stamp_received(req, "192.0.2.9", 40000)
     assert req.raw_lines("Via")[0] == b"Via: " + expected
     assert parse_request(req.to_bytes()).top_via.params == req.top_via.params
+
+
+def test_message_and_transaction_bases_cannot_be_instantiated_incomplete() -> None:
+    """Abstract keeps abc.ABC's guarantee without its metaclass (isinstance stays the fast path)."""
+    from edgeproxy.sip.message import Message
+    from edgeproxy.sip.transaction import ClientTransaction
+
+    class Incomplete(Message):
+        __slots__ = ()
+
+    for cls in (Message, Incomplete, ClientTransaction):
+        with pytest.raises(TypeError, match="abstract"):
+            cls([], [])  # type: ignore[abstract, arg-type]
+    assert isinstance(parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                                    b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
+                                    b"Content-Length: 0\r\n\r\n"), Message)
