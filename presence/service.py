@@ -190,11 +190,13 @@ class PresenceService:
             old = calls.get(call_id)
             if old is not None and old.state == state:
                 continue  # a second 18x: nothing new for the lamp
-            calls[call_id] = DialogState(call_id, state, direction, local, remote)
-            if not self.subscriptions.unwatched(f"{entity}|dialog"):
-                changed.append(entity)  # a terminated call stays until its NOTIFY has been made
-            elif state == "terminated":
+            watched = not self.subscriptions.unwatched(f"{entity}|dialog")
+            if state == "terminated" and not watched:
                 self._forget(entity, call_id)
+                continue
+            calls[call_id] = DialogState(call_id, state, direction, local, remote)
+            if watched:
+                changed.append(entity)  # a terminated call stays until its NOTIFY has been made
         while len(self.calls) > MAX_CALL_ENTITIES:
             del self.calls[next(iter(self.calls))]
         return changed

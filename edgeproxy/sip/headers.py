@@ -204,6 +204,10 @@ def _via(transport: str, rest: str) -> Via:
     return Via(transport.upper(), host, port, params)
 
 
+_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH",
+                      "MESSAGE", "REFER", "INFO", "UPDATE", "PRACK"})  # the common ones, checked at once
+
+
 class CSeq:
     __slots__ = ("method", "number")
 
@@ -225,10 +229,14 @@ def parse_cseq(text: str) -> CSeq:
     parts = text.split()
     if len(parts) != 2:
         raise bad_request("Malformed CSeq")
-    number = parse_uint(parts[0], 2**31 - 1, "CSeq")
-    if not is_token(parts[1]):
+    number, method = parts
+    if method in _METHODS and number.isdigit() and number.isascii() and len(number) <= 10:
+        value = int(number)
+        if value <= 2**31 - 1:
+            return CSeq(value, method)
+    if not is_token(method):
         raise bad_request("Malformed CSeq method")
-    return CSeq(number, parts[1])
+    return CSeq(parse_uint(number, 2**31 - 1, "CSeq"), method)
 
 
 def parse_uint(text: str, maximum: int, what: str) -> int:

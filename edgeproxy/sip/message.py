@@ -91,7 +91,11 @@ class Message(Abstract):
 
     def positions(self, name: str) -> list[int]:
         key = key_of(name)
-        return [i for i, k in enumerate(self.keys) if k == key]
+        keys = self.keys
+        n = keys.count(key)
+        if n < 2:  # the common case, without a Python loop over the headers
+            return [keys.index(key)] if n else []
+        return [i for i, k in enumerate(keys) if k == key]
 
     def has(self, name: str) -> bool:
         return key_of(name) in self.keys

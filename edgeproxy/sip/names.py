@@ -115,5 +115,13 @@ def key_of_bytes(raw: bytes) -> str:
 
 def key_of(name: str) -> str:
     """Key for a header name given by code (`"Record-Route"`, `"m"`)."""
-    lower = name.lower()
-    return COMPACT.get(lower, lower)
+    key = _NAMED.get(name)
+    if key is None:
+        lower = name.lower()
+        key = COMPACT.get(lower, lower)
+        if len(_NAMED) < _CACHE_LIMIT:
+            _NAMED[name] = key
+    return key
+
+
+_NAMED: dict[str, str] = {}  # spellings code uses → keys (a few dozen)

@@ -111,11 +111,12 @@ class Transaction(Abstract):
     def expire(self, now: float) -> list[Action]:
         """Fire every timer that is due, earliest first."""
         actions: list[Action] = []
-        while self.timers and not self.terminated:
-            letter, when = min(self.timers.items(), key=lambda kv: kv[1])
-            if when > now:
+        timers = self.timers
+        while timers and self.state is not State.TERMINATED:
+            letter = min(timers, key=timers.__getitem__)
+            if timers[letter] > now:
                 break
-            del self.timers[letter]
+            del timers[letter]
             actions += self._fire(letter, now)
         return actions
 

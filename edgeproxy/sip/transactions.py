@@ -169,7 +169,8 @@ class TransactionLayer:
         return actions
 
     def _track(self, txn: Transaction, actions: list[Action]) -> list[Action]:
-        if txn.terminated:
+        """After every event: a finished transaction leaves its table, a live one's next deadline is queued."""
+        if txn.state is State.TERMINATED:
             table: dict[Key, Any] = self.server if isinstance(txn, ServerTransaction) else self.client
             if table.get(txn.key) is txn:
                 del table[txn.key]
@@ -177,8 +178,6 @@ class TransactionLayer:
                     self._release_origin(txn.key)
             if not any(isinstance(a, Terminated) for a in actions):
                 actions.append(Terminated(txn))
-        else:
-            deadline = txn.deadline
-            if deadline is not None:
-                heapq.heappush(self._heap, (deadline, next(self._seq), txn))
+        elif txn.timers:
+            heapq.heappush(self._heap, (min(txn.timers.values()), next(self._seq), txn))
         return actions
