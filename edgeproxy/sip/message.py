@@ -178,6 +178,21 @@ class Message(Abstract):
         return self._via  # type: ignore[return-value]
 
     @property
+    def top_branch(self) -> str:
+        """The top Via's branch ("" without one). A response is matched to the request we
+        sent by its branch alone (RFC 3261 §17.1.3): read from the line, with no full Via
+        parse, when the first value spells it plainly."""
+        if self._via is _UNSET:
+            raw = self.lines[self.keys.index("via")] if "via" in self.keys else b""
+            at = raw.find(b";branch=")
+            comma = raw.find(b",")
+            if at > 0 and (comma < 0 or at < comma):
+                value = raw[at + 8 :].partition(b";")[0].partition(b",")[0].strip()
+                if value and b" " not in value and b"\t" not in value:
+                    return value.decode("utf-8", "surrogateescape")
+        return self.top_via.branch or ""
+
+    @property
     def from_(self) -> NameAddr:
         if self._from is _UNSET:
             self._from = _party(self._required("from"))

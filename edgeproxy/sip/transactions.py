@@ -43,7 +43,7 @@ def server_key(req: Request, method: str | None = None) -> Key:
 
 def client_key(msg: Request | Response) -> Key:
     """Key shared by a request we sent and the responses to it (§17.1.3)."""
-    return (msg.top_via.branch or "", msg.cseq.method)
+    return (msg.top_branch, msg.cseq.method)
 
 
 class TransactionLayer:

@@ -60,8 +60,10 @@ def check_request(req: Request) -> None:
 
 
 def check_response(resp: Response) -> None:
-    """What relaying a response relies on (From/To are passed on untouched)."""
-    _parsed = (resp.top_via, resp.cseq, resp.call_id)
+    """What matching a response to its transaction relies on: the top Via's branch (the
+    Via is ours; a stray response gets its Vias parsed before it is relayed), CSeq and
+    Call-ID. From/To are passed on untouched."""
+    _parsed = (resp.top_branch, resp.cseq, resp.call_id)
 
 
 def require_extensions(req: Request, header: str, supported: Collection[str]) -> None:

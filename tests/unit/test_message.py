@@ -218,3 +218,17 @@ def test_message_and_transaction_bases_cannot_be_instantiated_incomplete() -> No
     assert isinstance(parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
                                     b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n"
                                     b"Content-Length: 0\r\n\r\n"), Message)
+
+
+@pytest.mark.parametrize(("via", "branch"), [
+    ("SIP/2.0/UDP h:5060;branch=z9hG4bKa1;rport", "z9hG4bKa1"),
+    ("SIP/2.0/UDP h;rport;branch=z9hG4bKa2", "z9hG4bKa2"),
+    ("SIP/2.0/UDP h;branch=z9hG4bKa3 , SIP/2.0/UDP k;branch=z9hG4bKk", "z9hG4bKa3"),
+    ("SIP/2.0/UDP h , SIP/2.0/UDP k;branch=z9hG4bKk", ""),  # the second Via's branch is not the top one's
+    ("SIP/2.0/UDP h ; BRANCH = z9hG4bKa4", "z9hG4bKa4"),  # the plain spelling missed: parsed in full
+    ("SIP/2.0/UDP h", ""),
+])
+def test_top_branch_is_the_top_vias_branch(via: str, branch: str) -> None:
+    msg = parse_message(f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n"
+                        f"Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".encode())
+    assert msg.top_branch == branch == (msg.top_via.branch or "")
