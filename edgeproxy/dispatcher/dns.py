@@ -27,6 +27,16 @@ NEGATIVE_TTL = 30.0
 MAX_CACHE = 10_000
 
 
+def literal_hop(uri: URI) -> Hop | None:
+    """The hop of a URI that names an IP address (RFC 3263 looks nothing up for it),
+    known at once; None for a name."""
+    host = (uri.params.get("maddr") or uri.host).strip("[]")
+    if not is_ip(host):
+        return None
+    transport = (uri.transport or "").lower() or ("tls" if uri.scheme == "sips" else "udp")
+    return Hop(transport, host, uri.port or default_port(transport))
+
+
 class SipResolver:
     def __init__(self, nameservers: list[str] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.nameservers = nameservers or None
@@ -36,14 +46,15 @@ class SipResolver:
 
     async def resolve(self, uri: URI) -> list[Hop]:
         """Hops to try for a SIP URI, best first; empty when the name does not resolve."""
-        host = uri.params.get("maddr") or uri.host
-        host = host.strip("[]")
+        hop = literal_hop(uri)
+        if hop is not None:
+            return [hop]
+        host = (uri.params.get("maddr") or uri.host).strip("[]")
         transport = (uri.transport or "").lower() or None
         secure = uri.scheme == "sips"
-        if is_ip(host) or uri.port is not None:
+        if uri.port is not None:  # a name with a port: only its addresses (RFC 3263 §4.2)
             t = transport or ("tls" if secure else "udp")
-            port = uri.port or default_port(t)
-            return [Hop(t, ip, port) for ip in await self._addresses(host)]
+            return [Hop(t, ip, uri.port) for ip in await self._addresses(host)]
         if transport is not None:
             hops = await self._srv(f"{SRV_PREFIX.get(transport, '_sip._udp')}.{host}", transport)
             return hops or [Hop(transport, ip, default_port(transport)) for ip in await self._addresses(host)]

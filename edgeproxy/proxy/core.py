@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from edgeproxy.dispatcher.backends import Backend, BackendSet
-from edgeproxy.dispatcher.dns import SipResolver
+from edgeproxy.dispatcher.dns import SipResolver, literal_hop
 from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
@@ -250,10 +250,13 @@ class ProxyCore:
                        routes: list[str] | None = None, behind_nat: bool = False) -> None:
         """One branch toward dest: a known address, or a URI located per RFC 3263."""
         if isinstance(dest, URI):
-            hops = await self.resolver.resolve(dest)
-            if not hops:
-                raise SipError(478, "Unresolvable Destination")
-            dest = hops[0]
+            hop = literal_hop(dest)  # an IP address (a Contact, our Record-Route): no await
+            if hop is None:
+                hops = await self.resolver.resolve(dest)
+                if not hops:
+                    raise SipError(478, "Unresolvable Destination")
+                hop = hops[0]
+            dest = hop
         self._start_branch(ctx, dest, ruri, routes or [], behind_nat=behind_nat)
 
     def _start_branch(self, ctx: ProxyContext, hop: Hop, ruri: str | None, routes: list[str],
