@@ -60,10 +60,10 @@ def check_request(req: Request) -> None:
 
 
 def check_response(resp: Response) -> None:
-    """What matching a response to its transaction relies on: the top Via's branch (the
-    Via is ours; a stray response gets its Vias parsed before it is relayed), CSeq and
-    Call-ID. From/To are passed on untouched."""
-    _parsed = (resp.top_branch, resp.cseq, resp.call_id)
+    """What matching a response to its transaction relies on besides the top Via's branch
+    (read by the transaction layer; the Via is ours, and a stray response gets its Vias
+    parsed before it is relayed): CSeq and Call-ID. From/To are passed on untouched."""
+    _parsed = (resp.cseq, resp.call_id)
 
 
 def require_extensions(req: Request, header: str, supported: Collection[str]) -> None:
