@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import pathlib
 import sys
 import time
@@ -30,6 +29,7 @@ import uvloop
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from edgeproxy.app import EdgeProxy
+from edgeproxy.cli import settle_gc
 from edgeproxy.config import from_dict
 from edgeproxy.observability.logging import setup_logging
 from edgeproxy.transport.base import Source, Target
@@ -85,11 +85,10 @@ async def run(calls: int, profile: str | None, warmup: int = 1000) -> None:
     local = edge.transports.bound[0][1]
     port = local[1]
     sent: list[tuple[bytes, Target]] = []
-    capture = lambda data, target, *_: sent.append((data, target))  # noqa: E731
+    capture = lambda data, target, *_: sent.append((data, target))
     edge.transports.send = edge.proxy.send = capture  # type: ignore[method-assign, union-attr]
     uac, uas = Source("udp", UAC, local), Source("udp", UAS, local)
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    settle_gc()  # as `edgeproxy run` does once listening
 
     def to(address: tuple[str, int]) -> bytes:
         return next(data for data, target in reversed(sent) if target.address == address)

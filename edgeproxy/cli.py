@@ -19,6 +19,14 @@ from edgeproxy.transport.workers import WorkerRole
 EXIT_CONFIG = 2
 
 
+def settle_gc() -> None:
+    """Once started: everything built so far lives as long as the process, so it is kept
+    out of the collector's way, and young objects are collected less often (messages die
+    young and transactions break their own cycles when they end)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _load(path: str | None) -> Config:
     return load(path) if path else Config()
 
@@ -58,11 +66,7 @@ async def serve(config: Config, path: str | None = None, worker: WorkerRole | No
             log.error("reload failed", error=str(err))
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    # Everything built so far lives as long as the process: keep it out of the
-    # collector's way, and collect young objects less often (messages die young
-    # and transactions break their own cycles when they end).
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    settle_gc()
     log.info("edgeproxy started", instance=config.server.instance_id,
              listen=[str(spec) for spec, _ in app.transports.bound])
     await stop.wait()

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import SipError
 from .message import Request, Response
 from .transaction import (
+    WAIT,
     Action,
     ClientInvite,
     ClientNonInvite,
@@ -19,7 +20,6 @@ from .transaction import (
     ServerNonInvite,
     ServerTransaction,
     State,
-    WAIT,
     Terminated,
     Transaction,
 )
