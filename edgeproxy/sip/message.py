@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from .abstract import Abstract
 from .errors import bad_request
 from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via
+from .memo import parsed_once
 from .names import display_name, key_of, line_prefix
 from .tokens import split_commas
 from .uri import URI, parse_uri
@@ -35,20 +36,9 @@ _SLOTS = {
 }
 
 
-_PARTIES: dict[str, NameAddr] = {}
-_PARTIES_LIMIT = 8192
-
-
-def _party(text: str) -> NameAddr:
-    """From and To, parsed once per text: every request of a dialog repeats them. The
-    NameAddr is shared, so From and To are never changed in place (only replaced)."""
-    na = _PARTIES.get(text)
-    if na is None:
-        na = parse_name_addr(text)
-        if len(_PARTIES) >= _PARTIES_LIMIT:
-            _PARTIES.clear()
-        _PARTIES[text] = na
-    return na
+# From and To, parsed once per text: every request of a dialog repeats them. The
+# NameAddr is shared, so From and To are never changed in place (only replaced).
+_party = parsed_once(parse_name_addr)
 
 
 def encode(text: str) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .chars import HEADER_CHARS, HOST, PARAM, PASSWORD, USER, only
 from .errors import bad_request
+from .memo import parsed_once
 from .tokens import Params, format_params
 
 _SCHEME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789+-."
@@ -128,21 +129,8 @@ def _uri_params(text: str) -> Params:
     return params
 
 
-_PARSED: dict[str, URI] = {}
-_PARSED_LIMIT = 8192  # distinct texts kept; the cache starts afresh past it
-
-
+@parsed_once
 def parse_uri(text: str) -> URI:
-    uri = _PARSED.get(text)
-    if uri is None:
-        uri = _parse(text)
-        if len(_PARSED) >= _PARSED_LIMIT:
-            _PARSED.clear()
-        _PARSED[text] = uri
-    return uri
-
-
-def _parse(text: str) -> URI:
     colon = text.find(":")
     if colon <= 0:
         raise bad_request("Malformed URI")

@@ -67,3 +67,19 @@ def test_round_trip_keeps_spelling() -> None:
     for text in ["sip:alice@example.com:5080;transport=tcp;lr", "sip:1.2.3.4;maddr=239.0.0.1",
                  "sips:a:b@[2001:db8::1]:5061;x=y?h=v"]:
         assert str(parse_uri(text)) == text
+
+
+def test_a_uri_is_parsed_once_per_text_in_a_bounded_table() -> None:
+    from edgeproxy.sip.memo import parsed_once
+
+    calls: list[str] = []
+    once = parsed_once(lambda text: calls.append(text) or text.upper(), limit=3)
+    assert once("a") == "A" and once("a") == "A" and calls == ["a"]
+    for text in "bcdefg":  # a flood of distinct texts: the table starts afresh, it never grows past 3
+        once(text)
+    assert once("a") == "A" and calls.count("a") == 2
+    assert parse_uri("sip:alice@example.com;transport=tcp") is parse_uri("sip:alice@example.com;transport=tcp")
+    with pytest.raises(SipError):
+        parse_uri("sip:")  # failures are not kept
+    with pytest.raises(SipError):
+        parse_uri("sip:")

@@ -1,0 +1,29 @@
+"""Parse once per text: values that repeat from message to message (URIs, From/To)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def parsed_once(parse: Callable[[str], T], limit: int = 8192) -> Callable[[str], T]:
+    """`parse` memoised by text in a table of at most `limit` entries that starts afresh
+    when full: a flood of distinct texts costs a bounded table, never growth. Failures
+    are not kept (they raise every time). The values are shared: never change one."""
+    table: dict[str, T] = {}
+    get = table.get
+
+    @functools.wraps(parse)
+    def once(text: str) -> T:
+        value = get(text)
+        if value is None:
+            value = parse(text)
+            if len(table) >= limit:
+                table.clear()
+            table[text] = value
+        return value
+
+    return once
