@@ -51,7 +51,7 @@ from edgeproxy.sip import (
     validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
-from edgeproxy.sip.headers import Via, parse_name_addr
+from edgeproxy.sip.headers import parse_name_addr
 from edgeproxy.sip.ids import branch_worker, new_branch
 from edgeproxy.sip.transaction import (
     Action,
@@ -570,9 +570,7 @@ class EdgeProxy:
         """Send a request of our own (NOTIFY, a REGISTER upstream) in a client transaction."""
         assert self.proxy is not None
         target = Target(hop.transport, (hop.host, hop.port))
-        host, port = self.proxy.identity.via_host(hop.transport)
-        req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
-                         {"branch": new_branch(), "rport": None}))
+        req.insert("Via", self.proxy.identity.via(hop.transport, new_branch()))
         try:
             txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.loop.time(), target)
         except SipError:

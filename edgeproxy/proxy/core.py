@@ -23,7 +23,7 @@ from edgeproxy.dispatcher.dns import SipResolver, literal_hop
 from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
-from edgeproxy.sip.headers import Via, parse_name_addr
+from edgeproxy.sip.headers import parse_name_addr
 from edgeproxy.sip.transaction import T1, Action, ClientInvite, ClientTransaction, ServerTransaction, State
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI, unescape
@@ -98,8 +98,21 @@ class Identity:
             resp.append("Server", self.user_agent)
         return resp
 
+    _vias: dict[str, bytes] = field(default_factory=dict)  # transport → our Via up to the branch value
+
     def via_host(self, transport: str) -> tuple[str, int]:
         return self.addresses.get(transport) or next(iter(self.addresses.values()))
+
+    def via(self, transport: str, branch: str, rport: bool = True) -> bytes:
+        """Our Via value for a request sent over `transport` (its responses come back to
+        this address); rport asked for unless the request must not be answered (an ACK)."""
+        prefix = self._vias.get(transport)
+        if prefix is None:
+            host, port = self.via_host(transport)
+            sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            prefix = self._vias[transport] = f"SIP/2.0/{transport.upper()} {sent_by};branch=".encode()
+        value = prefix + branch.encode()
+        return value + b";rport" if rport else value
 
     def sent_bys(self) -> set[str]:
         return {f"{h}:{p}".lower() if ":" not in h else f"[{h}]:{p}" for h, p in self.addresses.values()}
@@ -274,9 +287,7 @@ class ProxyCore:
             req.insert("Record-Route", self._rr(hop.transport, double))
             if not self.trusted(ctx.source):
                 self._alias_contact(req, ctx.source.transport, *ctx.source.remote)
-        host, port = self.identity.via_host(hop.transport)
-        req.push_via(Via(hop.transport.upper(), f"[{host}]" if ":" in host else host, port,
-                         {"branch": routing.branch(ctx.loop_hash), "rport": None}))
+        req.insert("Via", self.identity.via(hop.transport, routing.branch(ctx.loop_hash)))
         branch = Branch(ctx, hop, backend, behind_nat)
         ctx.branches.append(branch)
         if req.method == "INVITE" and (backend is not None or req.to.tag is None):
@@ -387,8 +398,7 @@ class ProxyCore:
             hop = dest if isinstance(dest, Hop) else routing.hop_for(dest)
             if not routing.is_ip(hop.host):
                 return  # names need resolution: ACKs to names are not forwarded statelessly
-            host, port = self.identity.via_host(hop.transport)
-            fwd.insert("Via", f"SIP/2.0/{hop.transport.upper()} {host}:{port};branch={routing.stateless_branch(req)}")
+            fwd.insert("Via", self.identity.via(hop.transport, routing.stateless_branch(req), rport=False))
             self.send(fwd.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
         except SipError as err:
             debug_about(log, "ACK not forwarded", req, reason=err.reason)

@@ -333,11 +333,6 @@ class Message(Abstract):
         self.lines[at] = header_line(key, ", ".join([value, *rest]))
         self._changed(key)
 
-    def push_via(self, via: Via) -> None:
-        """Add our Via on top; it stays parsed (the transaction key reads it next)."""
-        self.insert("Via", str(via))
-        self._via = via
-
     def set_top_via(self, via: Via) -> None:
         """Rewrite the first Via value from `via`, which stays the parsed top Via."""
         keys = self.keys
