@@ -63,7 +63,7 @@ class Branch:
 @dataclass(slots=True)
 class ProxyContext:
     server: ServerTransaction
-    request: Request  # routed copy: Routes of ours removed, Max-Forwards decremented
+    request: Request  # as routed (Routes of ours removed, Max-Forwards decremented); branches send copies
     source: Source
     branches: list[Branch] = field(default_factory=list)
     loop_hash: str = ""  # RFC 3261 §16.6 step 8, part of every branch we create
@@ -162,8 +162,8 @@ class ProxyCore:
         """Forward a request for which this instance is not the UAS (answers errors itself)."""
         source: Source = server.peer
         try:
-            fwd, followed, hash_ = self._prepared(req)
-            ctx = ProxyContext(server, fwd, source, loop_hash=hash_, followed_route=followed)
+            followed, hash_ = self._prepared(req)
+            ctx = ProxyContext(server, req, source, loop_hash=hash_, followed_route=followed)
             server.context = ctx
             if req.method == "BYE":
                 self._call_state(ctx, "terminated")
@@ -172,15 +172,17 @@ class ProxyCore:
             if server.state in (State.TRYING, State.PROCEEDING):
                 self._respond(server, self.identity.response(req, err.status, err.reason, err.headers))
 
-    def _prepared(self, req: Request) -> tuple[Request, bool, str]:
-        """RFC 3261 §16.3 checks and §16.4 Route pre-processing, on a copy."""
+    def _prepared(self, req: Request) -> tuple[bool, str]:
+        """RFC 3261 §16.3 checks and §16.4 Route pre-processing, in place: the server
+        transaction answers from the lines routing leaves alone (Via, From, To, Call-ID,
+        CSeq), and each branch forwards a copy. Returns (a Route of ours was removed,
+        the loop hash, taken before that)."""
         check_forwardable(req)
-        fwd = req.copy()
-        decrement_max_forwards(fwd)
         hash_ = routing.loop_hash(req)
-        if routing.is_loop(fwd, self._sent_bys, hash_):
+        decrement_max_forwards(req)
+        if routing.is_loop(req, self._sent_bys, hash_):
             raise SipError(482, "Loop Detected")
-        return fwd, routing.preprocess_routes(fwd, self.identity.is_ours), hash_
+        return routing.preprocess_routes(req, self.identity.is_ours), hash_
 
     async def _dispatch(self, ctx: ProxyContext) -> None:
         req, source = ctx.request, ctx.source
@@ -386,20 +388,21 @@ class ProxyCore:
         msg.replace_first_value("Contact", str(na))
 
     def forward_stateless(self, req: Request, source: Source) -> None:
-        """ACK for a 2xx (end to end, no transaction): along the route set, statelessly."""
+        """ACK for a 2xx (end to end, no transaction): along the route set, statelessly
+        (changed in place: nothing keeps it)."""
         try:
             check_forwardable(req)
-            fwd = req.copy()
-            decrement_max_forwards(fwd)
-            followed = routing.preprocess_routes(fwd, self.identity.is_ours)
+            branch = routing.stateless_branch(req)  # of the ACK as received: the same for a retransmission
+            decrement_max_forwards(req)
+            followed = routing.preprocess_routes(req, self.identity.is_ours)
             if not (followed or self.trusted(source)):
                 return
-            dest = self._route_destination(fwd)
+            dest = self._route_destination(req)
             hop = dest if isinstance(dest, Hop) else routing.hop_for(dest)
             if not routing.is_ip(hop.host):
                 return  # names need resolution: ACKs to names are not forwarded statelessly
-            fwd.insert("Via", self.identity.via(hop.transport, routing.stateless_branch(req), rport=False))
-            self.send(fwd.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
+            req.insert("Via", self.identity.via(hop.transport, branch, rport=False))
+            self.send(req.to_bytes(), Target(hop.transport, (hop.host, hop.port)))
         except SipError as err:
             debug_about(log, "ACK not forwarded", req, reason=err.reason)
 
