@@ -51,7 +51,7 @@ from edgeproxy.sip import (
     validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
-from edgeproxy.sip.headers import parse_name_addr
+from edgeproxy.sip.headers import parse_route
 from edgeproxy.sip.ids import branch_worker, new_branch
 from edgeproxy.sip.transaction import (
     Action,
@@ -555,7 +555,7 @@ class EdgeProxy:
     async def _send_notifies(self, notifies: list[Notify]) -> None:
         for sub, req in notifies:
             if sub.route_set:
-                hop = hop_for(parse_name_addr(sub.route_set[0]).uri)
+                hop = hop_for(parse_route(sub.route_set[0]).uri)
             elif sub.behind_nat and sub.source:
                 hop = hop_of_source(sub.source)
             else:
@@ -727,7 +727,8 @@ class EdgeProxy:
             return False
         if not routing_is_ip(uri.host.strip("[]")):
             return True
-        return hop_for(uri).port in self._our_ports
+        port = uri.port or default_port(uri.transport or ("tls" if uri.scheme == "sips" else "udp"))
+        return port in self._our_ports
 
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .chars import HOST, TOKEN, is_token
 from .errors import bad_request
+from .memo import parsed_once
 from .tokens import Params, format_params, parse_params, quoted_end
 from .uri import URI, parse_host_port, parse_uri
 
@@ -66,6 +67,11 @@ def parse_name_addr(text: str) -> NameAddr:
         rest = text[gt + 1 :]
         return NameAddr(inner, display, parse_params(rest) if rest else {})
     return _parse_name_addr(text.strip())
+
+
+# Route, Record-Route and Path entries, parsed once per text: ours come back on every
+# in-dialog request. Shared, so only read (a Contact, which may be changed, is parsed anew).
+parse_route = parsed_once(parse_name_addr)
 
 
 def _parse_name_addr(text: str) -> NameAddr:

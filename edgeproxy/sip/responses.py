@@ -28,7 +28,9 @@ REASONS: dict[int, str] = {
 }
 
 # Copied from the request, as the exact bytes received, in the request's order.
-_COPIED = ("via", "from", "to", "call-id", "cseq")
+_COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
+_COPIED_100 = _COPIED | {"timestamp"}
+_NO_BODY = b"Content-Length: 0"
 
 
 def make_response(
@@ -46,15 +48,21 @@ def make_response(
     """
     keys: list[str] = []
     lines: list[bytes] = []
-    copied = _COPIED + ("timestamp",) if status == 100 else _COPIED
-    for key, raw in req.headers():
+    copied = _COPIED_100 if status == 100 else _COPIED
+    for key, raw in zip(req.keys, req.lines):
         if key in copied:
             if key == "to" and status != 100:
                 raw = _with_tag(req, raw, to_tag)
             keys.append(key)
             lines.append(raw)
-    extra_keys, extra_lines = build_lines(headers, body)
-    return Response(status, reason or REASONS.get(status, "Unknown"), keys + extra_keys, lines + extra_lines, body)
+    if headers or body:
+        extra_keys, extra_lines = build_lines(headers, body)
+        keys += extra_keys
+        lines += extra_lines
+    else:  # the common bare answer (100 Trying, 200 to a CANCEL)
+        keys.append("content-length")
+        lines.append(_NO_BODY)
+    return Response(status, reason or REASONS.get(status, "Unknown"), keys, lines, body)
 
 
 def _with_tag(req: Request, raw: bytes, to_tag: str | None) -> bytes:
