@@ -289,7 +289,8 @@ class ProxyCore:
             req.insert("Record-Route", self._rr(hop.transport, double))
             if not self.trusted(ctx.source):
                 self._alias_contact(req, ctx.source.transport, *ctx.source.remote)
-        req.insert("Via", self.identity.via(hop.transport, routing.branch(ctx.loop_hash)))
+        ours = routing.branch(ctx.loop_hash)
+        req.insert("Via", self.identity.via(hop.transport, ours))
         branch = Branch(ctx, hop, backend, behind_nat)
         ctx.branches.append(branch)
         if req.method == "INVITE" and (backend is not None or req.to.tag is None):
@@ -299,7 +300,7 @@ class ProxyCore:
             if len(self.calls) > MAX_CALLS:
                 self._call_ended(next(iter(self.calls)))
         target = Target(hop.transport, (hop.host, hop.port))
-        txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.now(), target)
+        txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.now(), target, ours)
         branch.txn = txn
         txn.context = branch
         self.run(actions)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
-from typing import cast
 
 from .chars import is_token_bytes
 from .errors import SipError, bad_request
@@ -91,7 +90,7 @@ def split_message(data: bytes, limits: Limits = DEFAULT_LIMITS, stream: bool = F
     if None in found:
         keys, lines, error = _slow_keys(lines)
     else:
-        keys = cast(list[str], found)
+        keys = found  # type: ignore[assignment]  # no None in it
     msg = _start(first, keys, lines)
     if error is not None:
         error.message = msg
@@ -170,7 +169,8 @@ def _body(msg: Message, data: bytes, start: int, stream: bool) -> bytes:
         return b"" if stream else data[start:]
     if keys.count("content-length") > 1:
         raise bad_request("Multiple Content-Length headers")
-    length = line_value(msg.lines[keys.index("content-length")])
+    raw = msg.lines[keys.index("content-length")]
+    length = raw.partition(b":")[2].strip() if b"\n" not in raw else line_value(raw)
     if not length.isdigit() or len(length) > 10:
         raise bad_request("Malformed Content-Length")
     size = int(length)

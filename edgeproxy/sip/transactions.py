@@ -132,10 +132,11 @@ class TransactionLayer:
         """Start a client transaction (ACK for 2xx is sent without one)."""
         return self.start_client(req, reliable, now, peer)[1]
 
-    def start_client(self, req: Request, reliable: bool, now: float,
-                     peer: Any = None) -> tuple[ClientTransaction, list[Action]]:
-        """Like send_request, also handing back the transaction (to attach context to)."""
-        key = client_key(req)
+    def start_client(self, req: Request, reliable: bool, now: float, peer: Any = None,
+                     branch: str = "") -> tuple[ClientTransaction, list[Action]]:
+        """Like send_request, also handing back the transaction (to attach context to).
+        `branch`: the one the caller just wrote in its Via (spares reading it back)."""
+        key = (branch, req.cseq.method) if branch else client_key(req)
         if len(self) >= self.max_transactions:
             raise SipError(503, "Service Unavailable", [("Retry-After", "5")], req)
         txn = (ClientInvite if req.method == "INVITE" else ClientNonInvite)(key, req, reliable, peer, self.wait)
