@@ -25,6 +25,7 @@ from .publications import Publication, PublicationStore, apply_publish, new_etag
 from .subscriptions import Subscription, SubscriptionStore
 
 Notify = tuple[Subscription, Request]
+Party = tuple[str, str, str, str, str]  # see PresenceService._parties_of
 BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
 MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
@@ -52,7 +53,7 @@ class PresenceService:
         self.is_local = is_local
         # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
         self.calls: dict[str, dict[str, DialogState]] = {}
-        self._parties: dict[str, list[tuple[str, str, str, str]]] = {}  # Call-ID → our parties in it
+        self._parties: dict[str, list[Party]] = {}  # Call-ID → our parties in it
         self.notify_interval = notify_interval
         self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
         self._held: dict[str, float] = {}  # subscription key → when its held-back NOTIFY is due
@@ -181,16 +182,19 @@ class PresenceService:
         return self._lamps(req.call_id, self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee)),
                            "terminated")
 
-    def _lamps(self, call_id: str, parties: list[tuple[str, str, str, str]], state: str) -> list[str]:
+    def _lamps(self, call_id: str, parties: list[Party], state: str) -> list[str]:
         if state == "terminated":
             self._parties.pop(call_id, None)
         changed: list[str] = []
-        for entity, direction, local, remote in parties:
-            calls = self.calls.setdefault(entity, {})
+        unwatched = self.subscriptions.unwatched
+        for entity, watch, direction, local, remote in parties:
+            calls = self.calls.get(entity)
+            if calls is None:
+                calls = self.calls[entity] = {}
             old = calls.get(call_id)
             if old is not None and old.state == state:
                 continue  # a second 18x: nothing new for the lamp
-            watched = not self.subscriptions.unwatched(f"{entity}|dialog")
+            watched = not unwatched(watch)
             if state == "terminated" and not watched:
                 self._forget(entity, call_id)
                 continue
@@ -217,14 +221,15 @@ class PresenceService:
                 self._forget(entity, call_id)
         return out
 
-    def _parties_of(self, caller: NameAddr, callee: NameAddr) -> list[tuple[str, str, str, str]]:
-        """(entity, direction, local URI, remote URI) for each party of ours, worked
-        out once per call from its INVITE's From and To (a BYE may come from either side)."""
+    def _parties_of(self, caller: NameAddr, callee: NameAddr) -> list[Party]:
+        """(entity, its dialog watchers' key, direction, local URI, remote URI) for each party of
+        ours, worked out once per call from its INVITE's From and To (a BYE may come from either side)."""
         out = []
         for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
             uri = me.uri
             if uri.is_sip and uri.user and self.is_local(uri.host):
-                out.append((aor_of(uri, self.domain_of), direction, me.uri_text, other.uri_text))
+                entity = aor_of(uri, self.domain_of)
+                out.append((entity, f"{entity}|dialog", direction, me.uri_text, other.uri_text))
         return out
 
     # -- NOTIFY ----------------------------------------------------------------------------

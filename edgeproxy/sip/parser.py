@@ -19,6 +19,8 @@ from .names import cached_key, key_of_bytes
 from .validate import check_request, check_response, check_structure
 
 _first = itemgetter(0)
+_METHODS = {m.encode(): m for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE",
+                                     "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "INFO", "UPDATE", "PRACK")}
 
 _DIGITS = b"0123456789"
 
@@ -133,24 +135,26 @@ def _start(line: bytes, keys: list[str], lines: list[bytes]) -> Request | Respon
         status = int(parts[1])
         if status < 100 or parts[0] != b"SIP/2.0":
             raise bad_request("Malformed Status-Line")
-        reason = decode(parts[2]) if len(parts) == 3 else ""
-        return Response(status, reason, keys, lines, start=line)
+        reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) == 3 else ""
+        return Response(status, reason, keys, lines, b"", "SIP/2.0", line)
     parts = line.split(b" ")
-    if not is_token_bytes(parts[0]) or len(parts) < 3:
+    method = _METHODS.get(parts[0])  # the usual methods without a token check or a decode
+    if (method is None and not is_token_bytes(parts[0])) or len(parts) < 3:
         raise bad_request("Malformed Request-Line")
     if len(parts) != 3 or not parts[1]:
         # well-formed enough to answer: keep the method so the 400 can be built
         err = bad_request("Malformed Request-Line")
         err.message = Request(parts[0].decode("ascii"), decode(b" ".join(parts[1:])), keys, lines, start=line)
         raise err
-    method, uri, version = parts
+    _, uri, version = parts
+    method = method or parts[0].decode("ascii")
     if version == b"SIP/2.0":
-        return Request(method.decode("ascii"), decode(uri), keys, lines, b"", "SIP/2.0", line)
+        return Request(method, uri.decode("utf-8", "surrogateescape"), keys, lines, b"", "SIP/2.0", line)
     if _looks_like_version(version):
         err = SipError(505, "Version Not Supported")
     else:
         err = bad_request("Malformed Request-Line")
-    err.message = Request(method.decode("ascii"), decode(uri), keys, lines, version=decode(version), start=line)
+    err.message = Request(method, decode(uri), keys, lines, version=decode(version), start=line)
     raise err
 
 
