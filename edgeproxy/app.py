@@ -798,15 +798,15 @@ class EdgeProxy:
             log.info("transaction timed out", **about(txn.request, txn.peer))
 
     def _send(self, txn: Transaction, message: Message) -> None:
-        peer = txn.peer
-        if isinstance(peer, Source):
-            target = response_target(peer, txn.request)
-        else:
-            target = peer
-        if target is None:
-            log.info("response not sent: no valid destination", via=str(txn.request.top_via),
-                     **about(txn.request, txn.peer))
-            return
+        target = txn.reply_to
+        if target is None:  # worked out once per transaction (its Via and source do not change)
+            peer = txn.peer
+            target = response_target(peer, txn.request) if isinstance(peer, Source) else peer
+            if target is None:
+                log.info("response not sent: no valid destination", via=str(txn.request.top_via),
+                         **about(txn.request, txn.peer))
+                return
+            txn.reply_to = target
         self.transports.send(message.to_bytes(), target, self._send_failed, txn)
 
     def _send_failed(self, err: Exception, txn: Transaction) -> None:

@@ -51,6 +51,7 @@ class TransportManager:
                              max_line=limits.max_line)
         self.table = ConnectionTable(limits.max_connections, limits.max_connections_per_ip)
         self.udp: dict[Address, UdpEndpoint] = {}
+        self._udp_by_family: dict[bool, UdpEndpoint] = {}  # IPv6? → the socket to send from
         self.servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_tls: ssl.SSLContext | None = None
@@ -70,6 +71,7 @@ class TransportManager:
         if spec.transport == "udp":
             endpoint = await open_udp(spec.host, spec.port, self.on_message, self.limits.max_message)
             self.udp[endpoint.local] = endpoint
+            self._udp_by_family.setdefault(":" in endpoint.local[0], endpoint)
             self.bound.append((spec, endpoint.local))
             log.info("listening", transport="udp", address=endpoint.local)
             return
@@ -157,12 +159,12 @@ class TransportManager:
         return conn
 
     def _udp_for(self, address: Address) -> UdpEndpoint:
-        """The UDP socket to send from: same family as the destination."""
+        """The UDP socket to send from: the first one of the destination's family."""
         v6 = ":" in address[0]
-        for local, endpoint in self.udp.items():
-            if (":" in local[0]) == v6:
-                return endpoint
-        raise SendError(f"no UDP socket for {'IPv6' if v6 else 'IPv4'} destination {address}")
+        endpoint = self._udp_by_family.get(v6)
+        if endpoint is None:
+            raise SendError(f"no UDP socket for {'IPv6' if v6 else 'IPv4'} destination {address}")
+        return endpoint
 
     @staticmethod
     def _report(err: SendError, on_error: ErrorCallback | None, context: Any) -> None:
