@@ -25,19 +25,14 @@ import cProfile
 import pathlib
 import sys
 import time
-import tomllib
-import types
 
 import uvloop
 
-ROOT = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
-sys.path.insert(0, ROOT)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from edgeproxy.app import EdgeProxy
-from edgeproxy.cli import settle_gc
-from edgeproxy.config import from_dict
-from edgeproxy.observability.logging import setup_logging
-from edgeproxy.transport.base import Source, Target
+from inproc import count_opcodes, print_opcodes, start
+
+from edgeproxy.transport.base import Source
 
 UAC = ("127.0.0.1", 5071)
 UAS = ("127.0.0.1", 5072)
@@ -80,37 +75,13 @@ def answer(request: bytes, status: bytes, to_tag: bytes, body: bytes = b"") -> b
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def count_opcodes(counts: collections.Counter[str]) -> None:
-    """From now on, count every bytecode executed, by function (sys.settrace with opcode events)."""
-    def per_opcode(frame: types.FrameType, event: str, arg: object) -> object:
-        if event == "opcode":
-            counts[f"{frame.f_code.co_filename.removeprefix(ROOT)}:{frame.f_code.co_name}"] += 1
-        return per_opcode
-
-    def per_frame(frame: types.FrameType, event: str, arg: object) -> object:
-        frame.f_trace_opcodes, frame.f_trace_lines = True, False
-        return per_opcode
-
-    sys.settrace(per_frame)
-
-
 async def run(calls: int, profile: str | None, warmup: int = 1000, opcodes: bool = False) -> None:
-    config = from_dict(tomllib.loads(f'[server]\nlisten = ["udp:127.0.0.1:0"]\n[state]\nrecord_calls = false\n'
-                       f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\n'
-                       f'uri = "sip:{UAS[0]}:{UAS[1]}"\n[log]\nlevel = "warning"\n'))
-    setup_logging("warning", "console")
-    edge = EdgeProxy(config)
-    await edge.start()
-    local = edge.transports.bound[0][1]
-    port = local[1]
-    sent: list[tuple[bytes, Target]] = []
-    capture = lambda data, target, *_: sent.append((data, target))
-    edge.transports.send = edge.proxy.send = capture  # type: ignore[method-assign, union-attr]
-    uac, uas = Source("udp", UAC, local), Source("udp", UAS, local)
-    settle_gc()  # as `edgeproxy run` does once listening
+    instance = await start(f'[state]\nrecord_calls = false\n[dispatcher]\nprobe_interval = 60.0\n'
+                           f'[[dispatcher.backends]]\nuri = "sip:{UAS[0]}:{UAS[1]}"\n')
+    edge, sent, port = instance.edge, instance.sent, instance.local[1]
+    uac, uas = instance.source(UAC), instance.source(UAS)
 
-    def to(address: tuple[str, int]) -> bytes:
-        return next(data for data, target in reversed(sent) if target.address == address)
+    to = instance.last_to
 
     steps = ("INVITE", "180", "200", "ACK", "BYE", "200 (BYE)")
 
@@ -157,10 +128,7 @@ async def run(calls: int, profile: str | None, warmup: int = 1000, opcodes: bool
         profiler.disable()
         profiler.dump_stats(profile)
     if opcodes:
-        print(f"{sum(counts.values()) / calls:.0f} bytecodes per call (this driver's own included), "
-              "the functions that execute most:")
-        for name, n in counts.most_common(30):
-            print(f"  {n / calls:8.0f}  {name}")
+        print_opcodes(counts, calls, "call")
     cpu = time.process_time() - cpu
     await edge.close()
     print(f"{calls} calls: {sum(clock) * 1e6 / calls:.1f} µs per call in on_message "

@@ -19,18 +19,20 @@ Params = dict[str, "str | None"]
 
 
 def quoted_end(text: str, start: int) -> int:
-    """Index just past the quoted-string that opens at text[start]."""
+    """Index just past the quoted-string that opens at text[start]. A backslash escapes
+    the character after it: a quote ends the string when an even run of backslashes
+    precedes it (found with str.find, not a loop over characters)."""
     i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == '"':
-            return i + 1
-        if c == "\\":
-            i += 2
-            continue
-        i += 1
-    raise bad_request("Unterminated quoted string")
+    while True:
+        q = text.find('"', i)
+        if q < 0:
+            raise bad_request("Unterminated quoted string")
+        b = q
+        while b > i and text[b - 1] == "\\":
+            b -= 1
+        if (q - b) % 2 == 0:
+            return q + 1
+        i = q + 1
 
 
 def unquote(text: str) -> str:
@@ -67,22 +69,22 @@ def split_commas(value: str) -> list[str]:
     else:
         parts = []
         start = i = 0
-        n = len(value)
-        while i < n:
-            c = value[i]
-            if c == '"':
-                i = quoted_end(value, i)
-                continue
-            if c == "<":
-                j = value.find(">", i)
-                if j < 0:
+        while True:  # from comma to comma, skipping what quotes and <...> enclose
+            comma = value.find(",", i)
+            end = comma if comma >= 0 else len(value)
+            quote, angle = value.find('"', i, end), value.find("<", i, end)
+            if quote < 0 and angle < 0:
+                if comma < 0:
+                    break
+                parts.append(value[start:comma])
+                start = i = comma + 1
+            elif angle < 0 or 0 <= quote < angle:
+                i = quoted_end(value, quote)
+            else:
+                close = value.find(">", angle)
+                if close < 0:
                     raise bad_request("Unbalanced angle brackets")
-                i = j + 1
-                continue
-            if c == ",":
-                parts.append(value[start:i])
-                start = i + 1
-            i += 1
+                i = close + 1
         parts.append(value[start:])
     items = [p.strip() for p in parts]
     if "" in items:

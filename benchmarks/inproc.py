@@ -1,0 +1,77 @@
+"""An edgeproxy instance in this process with its sends captured, for the path micro-benchmarks.
+
+call_path_bench.py and register_path_bench.py feed datagrams straight into
+`on_message` and read what the instance would have sent; this module starts
+the instance and counts bytecodes (`--opcodes`) for both.
+"""
+
+from __future__ import annotations
+
+import collections
+import pathlib
+import sys
+import tomllib
+import types
+from dataclasses import dataclass, field
+
+ROOT = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
+sys.path.insert(0, ROOT)
+
+from edgeproxy.app import EdgeProxy
+from edgeproxy.cli import settle_gc
+from edgeproxy.config import from_dict
+from edgeproxy.observability.logging import setup_logging
+from edgeproxy.transport.base import Source, Target
+
+
+@dataclass
+class Instance:
+    edge: EdgeProxy
+    local: tuple[str, int]  # the address it listens on
+    sent: list[tuple[bytes, Target]] = field(default_factory=list)
+
+    def source(self, address: tuple[str, int]) -> Source:
+        return Source("udp", address, self.local)
+
+    def last_to(self, address: tuple[str, int]) -> bytes:
+        """The last message sent to `address`."""
+        return next(data for data, target in reversed(self.sent) if target.address == address)
+
+
+async def start(config: str) -> Instance:
+    """An instance on a UDP port of 127.0.0.1 with `config` (TOML, [server] listen set here)."""
+    setup_logging("warning", "console")
+    edge = EdgeProxy(from_dict(tomllib.loads(f'[server]\nlisten = ["udp:127.0.0.1:0"]\n{config}\n'
+                                             '[log]\nlevel = "warning"\n')))
+    await edge.start()
+    instance = Instance(edge, edge.transports.bound[0][1])
+
+    def capture(data: bytes, target: Target, *_: object) -> None:
+        instance.sent.append((data, target))
+
+    edge.transports.send = capture  # type: ignore[method-assign]
+    if edge.proxy is not None:
+        edge.proxy.send = capture
+    settle_gc()  # as `edgeproxy run` does once listening
+    return instance
+
+
+def count_opcodes(counts: collections.Counter[str]) -> None:
+    """From now on (until sys.settrace(None)), count every bytecode executed, by function."""
+    def per_opcode(frame: types.FrameType, event: str, arg: object) -> object:
+        if event == "opcode":
+            counts[f"{frame.f_code.co_filename.removeprefix(ROOT)}:{frame.f_code.co_name}"] += 1
+        return per_opcode
+
+    def per_frame(frame: types.FrameType, event: str, arg: object) -> object:
+        frame.f_trace_opcodes, frame.f_trace_lines = True, False
+        return per_opcode
+
+    sys.settrace(per_frame)
+
+
+def print_opcodes(counts: collections.Counter[str], operations: int, what: str) -> None:
+    print(f"{sum(counts.values()) / operations:.0f} bytecodes per {what} (the driver's own included), "
+          "the functions that execute most:")
+    for name, n in counts.most_common(30):
+        print(f"  {n / operations:8.0f}  {name}")
