@@ -727,8 +727,7 @@ class EdgeProxy:
             return False
         if not routing_is_ip(uri.host.strip("[]")):
             return True
-        port = uri.port or default_port(uri.transport or ("tls" if uri.scheme == "sips" else "udp"))
-        return port in self._our_ports
+        return (uri.port or default_port(uri.implied_transport)) in self._our_ports
 
     def _cancel(self, txn: ServerTransaction, cancel: Request) -> None:
         invite = self.transactions.cancel_target(cancel)

@@ -30,10 +30,10 @@ MAX_CACHE = 10_000
 def literal_hop(uri: URI) -> Hop | None:
     """The hop of a URI that names an IP address (RFC 3263 looks nothing up for it),
     known at once; None for a name."""
-    host = (uri.params.get("maddr") or uri.host).strip("[]")
+    host = uri.destination
     if not is_ip(host):
         return None
-    transport = (uri.transport or "").lower() or ("tls" if uri.scheme == "sips" else "udp")
+    transport = uri.implied_transport
     return Hop(transport, host, uri.port or default_port(transport))
 
 
@@ -49,12 +49,9 @@ class SipResolver:
         hop = literal_hop(uri)
         if hop is not None:
             return [hop]
-        host = (uri.params.get("maddr") or uri.host).strip("[]")
-        transport = (uri.transport or "").lower() or None
-        secure = uri.scheme == "sips"
+        host, transport, secure = uri.destination, uri.transport, uri.scheme == "sips"
         if uri.port is not None:  # a name with a port: only its addresses (RFC 3263 §4.2)
-            t = transport or ("tls" if secure else "udp")
-            return [Hop(t, ip, uri.port) for ip in await self._addresses(host)]
+            return [Hop(uri.implied_transport, ip, uri.port) for ip in await self._addresses(host)]
         if transport is not None:
             hops = await self._srv(f"{SRV_PREFIX.get(transport, '_sip._udp')}.{host}", transport)
             return hops or [Hop(transport, ip, default_port(transport)) for ip in await self._addresses(host)]

@@ -45,11 +45,10 @@ def is_ip(host: str) -> bool:
 
 def hop_for(uri: URI) -> Hop:
     """RFC 3263 in its IP-literal form: transport param (sips → TLS), maddr, port."""
-    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).lower()
+    transport = uri.implied_transport
     if transport not in TRANSPORTS:
         transport = "udp"
-    host = uri.params.get("maddr") or uri.host
-    return Hop(transport, (host or "").strip("[]"), uri.port or default_port(transport))
+    return Hop(transport, uri.destination, uri.port or default_port(transport))
 
 
 def hop_of_source(source: str) -> Hop:

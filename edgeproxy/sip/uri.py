@@ -45,6 +45,17 @@ class URI:
         t = self.params.get("transport")
         return t.lower() if t else None
 
+    @property
+    def destination(self) -> str:
+        """Where a request to this URI goes: its maddr, else its host (IPv6 without brackets)."""
+        return (self.params.get("maddr") or self.host).strip("[]")
+
+    @property
+    def implied_transport(self) -> str:
+        """The transport a request to this URI uses without any lookup: its transport
+        parameter, else TLS for sips, else UDP (RFC 3263 §4.1)."""
+        return self.transport or ("tls" if self.scheme == "sips" else "udp")
+
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
