@@ -89,6 +89,9 @@ class Identity:
     local_domain: Callable[[str], bool]  # a domain whose users we route to
     domain_of: Callable[[str], str]  # the domain an AoR lives in (see app.domain_of)
     user_agent: str = ""  # Server header on the responses we make; empty: none
+    # our header values, made once: transport → Via up to the branch value; (transport, double) → Record-Route
+    _vias: dict[str, bytes] = field(default_factory=dict)
+    _record_routes: dict[tuple[str, bool], bytes] = field(default_factory=dict)
 
     def response(self, req: Request, status: int, reason: str | None = None,
                  headers: list[tuple[str, str]] | None = None) -> Response:
@@ -97,8 +100,6 @@ class Identity:
         if self.user_agent:
             resp.append("Server", self.user_agent)
         return resp
-
-    _vias: dict[str, bytes] = field(default_factory=dict)  # transport → our Via up to the branch value
 
     def via_host(self, transport: str) -> tuple[str, int]:
         return self.addresses.get(transport) or next(iter(self.addresses.values()))
@@ -119,6 +120,14 @@ class Identity:
 
     def record_route_port(self, transport: str) -> int:
         return self.via_host(transport)[1]
+
+    def record_route(self, transport: str, double: bool) -> bytes:
+        """Our Record-Route value for one side of the proxy (`double`: RFC 5658's r2)."""
+        value = self._record_routes.get((transport, double))
+        if value is None:
+            value = self._record_routes[transport, double] = routing.record_route(
+                self.advertise, self.record_route_port(transport), transport, double).encode()
+        return value
 
 
 class ProxyCore:
@@ -144,7 +153,6 @@ class ProxyCore:
         self.branch_timeout = branch_timeout
         self.resolver = resolver
         self._sent_bys = identity.sent_bys()
-        self._rr_values: dict[tuple[str, bool], bytes] = {}
         # Call-ID → (backend or None, start) of the calls set up through this instance and not
         # ended yet, oldest first: least-busy counts them per backend, a drain waits for them.
         # A call whose BYE never crosses us is forgotten after MAX_CALL_AGE; at most MAX_CALLS.
@@ -285,8 +293,8 @@ class ProxyCore:
         if routing.needs_record_route(ctx.request):
             double = inbound != hop.transport
             if double:
-                req.insert("Record-Route", self._rr(inbound, True))
-            req.insert("Record-Route", self._rr(hop.transport, double))
+                req.insert("Record-Route", self.identity.record_route(inbound, True))
+            req.insert("Record-Route", self.identity.record_route(hop.transport, double))
             if not self.trusted(ctx.source):
                 self._alias_contact(req, ctx.source.transport, *ctx.source.remote)
         ours = routing.branch(ctx.loop_hash)
@@ -358,14 +366,6 @@ class ProxyCore:
         assert branch.txn is not None
         self.transactions.abandon(branch.txn)
         self.on_timeout(branch.txn)
-
-    def _rr(self, transport: str, double: bool) -> bytes:
-        """Our Record-Route value for one side, made once per (transport, double)."""
-        value = self._rr_values.get((transport, double))
-        if value is None:
-            value = self._rr_values[transport, double] = routing.record_route(
-                self.identity.advertise, self.identity.record_route_port(transport), transport, double).encode()
-        return value
 
     @staticmethod
     def _route_destination(req: Request) -> Hop | URI:
