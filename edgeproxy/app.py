@@ -53,6 +53,7 @@ from edgeproxy.sip import (
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
 from edgeproxy.sip.headers import parse_route
 from edgeproxy.sip.ids import branch_worker, new_branch
+from edgeproxy.sip.names import METHODS
 from edgeproxy.sip.transaction import (
     Action,
     ClientTransaction,
@@ -84,7 +85,7 @@ from registrar.throttle import Forward, Throttle
 log = structlog.get_logger(__name__)
 
 TICK = 0.02  # seconds: the resolution of transaction timers (T1 is 0.5 s)
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, PUBLISH, MESSAGE, REFER, INFO, UPDATE, PRACK"
+ALLOW = ", ".join(METHODS)
 SUPPORTED_TAGS = frozenset({"path", "outbound"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_TAGS))
 

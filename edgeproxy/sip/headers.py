@@ -5,6 +5,7 @@ from __future__ import annotations
 from .chars import HOST, TOKEN, is_token
 from .errors import bad_request
 from .memo import parsed_once
+from .names import METHODS
 from .tokens import Params, format_params, parse_params, quoted_end
 from .uri import URI, parse_host_port, parse_uri
 
@@ -210,8 +211,7 @@ def _via(transport: str, rest: str) -> Via:
     return Via(transport.upper(), host, port, params)
 
 
-_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH",
-                      "MESSAGE", "REFER", "INFO", "UPDATE", "PRACK"})  # the common ones, checked at once
+_METHODS = frozenset(METHODS)
 
 
 class CSeq:

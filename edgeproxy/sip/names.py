@@ -98,6 +98,11 @@ _seed()
 cached_key = _CACHE.get
 
 
+# The methods this element knows: what Allow lists, and the spellings parsers check at once.
+METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE",
+           "REFER", "INFO", "UPDATE", "PRACK")
+
+
 def key_of_bytes(raw: bytes) -> str:
     """Key for the bytes before a header's colon (trailing LWS allowed)."""
     key = _CACHE.get(raw)

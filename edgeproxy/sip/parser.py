@@ -15,12 +15,11 @@ from operator import itemgetter
 from .chars import is_token_bytes
 from .errors import SipError, bad_request
 from .message import Message, Request, Response, decode, line_value
-from .names import cached_key, key_of_bytes
+from .names import METHODS, cached_key, key_of_bytes
 from .validate import check_request, check_response, check_structure
 
 _first = itemgetter(0)
-_METHODS = {m.encode(): m for m in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE",
-                                     "NOTIFY", "PUBLISH", "MESSAGE", "REFER", "INFO", "UPDATE", "PRACK")}
+_METHODS = {m.encode(): m for m in METHODS}
 
 _DIGITS = b"0123456789"
 
