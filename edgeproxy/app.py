@@ -51,7 +51,7 @@ from edgeproxy.sip import (
     validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
-from edgeproxy.sip.headers import parse_route
+from edgeproxy.sip.headers import shared_name_addr
 from edgeproxy.sip.ids import branch_worker, new_branch
 from edgeproxy.sip.names import METHODS
 from edgeproxy.sip.transaction import (
@@ -556,7 +556,7 @@ class EdgeProxy:
     async def _send_notifies(self, notifies: list[Notify]) -> None:
         for sub, req in notifies:
             if sub.route_set:
-                hop = hop_for(parse_route(sub.route_set[0]).uri)
+                hop = hop_for(shared_name_addr(sub.route_set[0]).uri)
             elif sub.behind_nat and sub.source:
                 hop = hop_of_source(sub.source)
             else:

@@ -23,7 +23,7 @@ from edgeproxy.dispatcher.dns import SipResolver, literal_hop
 from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.destinations import response_address
-from edgeproxy.sip.headers import parse_name_addr, parse_route
+from edgeproxy.sip.headers import parse_name_addr, shared_name_addr
 from edgeproxy.sip.transaction import T1, Action, ClientInvite, ClientTransaction, ServerTransaction, State
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI, unescape
@@ -252,7 +252,7 @@ class ProxyCore:
     def _binding_route(binding: Binding) -> tuple[Hop | URI, str, list[str], bool]:
         """Destination, Request-URI, Route set, NAT flag for one binding (Path first, then NAT, then Contact)."""
         if binding.path:
-            return parse_route(binding.path[0]).uri, binding.contact, binding.path, False
+            return shared_name_addr(binding.path[0]).uri, binding.contact, binding.path, False
         if binding.behind_nat and binding.source:
             return routing.hop_of_source(binding.source), binding.contact, [], True
         return parse_uri(binding.contact), binding.contact, [], False
@@ -372,7 +372,7 @@ class ProxyCore:
         """Where a request following a route set goes (RFC 3261 §16.6 step 6): its top
         Route; else the address an alias in its Request-URI names; else its Request-URI."""
         if req.has("Route"):
-            return parse_route(req.first_value("Route") or "").uri
+            return shared_name_addr(req.first_value("Route") or "").uri
         return routing.take_alias(req) or req.uri
 
     @staticmethod

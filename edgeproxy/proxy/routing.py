@@ -17,7 +17,7 @@ from typing import NamedTuple
 from edgeproxy.config import TRANSPORTS
 from edgeproxy.sip import Request
 from edgeproxy.sip.destinations import default_port
-from edgeproxy.sip.headers import parse_route
+from edgeproxy.sip.headers import shared_name_addr
 from edgeproxy.sip.ids import random_hex, worker_mark
 from edgeproxy.sip.uri import URI
 
@@ -66,7 +66,7 @@ def preprocess_routes(req: Request, is_ours: IsOurs) -> bool:
     if "route" in req.keys and is_ours(req.uri):
         # a strict router put our Record-Route value in the Request-URI
         last = req.values("Route")[-1]
-        req.uri = parse_route(last).uri_text
+        req.uri = shared_name_addr(last).uri_text
         _drop_last_route(req)
         removed = True
     return pop_own_routes(req, is_ours) or removed
@@ -76,7 +76,7 @@ def pop_own_routes(req: Request, is_ours: IsOurs) -> bool:
     """Remove the Route entries naming us from the top. Returns True if there was one."""
     removed = False
     while "route" in req.keys:
-        top = parse_route(req.first_value("Route") or "")
+        top = shared_name_addr(req.first_value("Route") or "")
         if not is_ours(top.uri):
             break
         req.pop_first_value("Route")

@@ -70,9 +70,10 @@ def parse_name_addr(text: str) -> NameAddr:
     return _parse_name_addr(text.strip())
 
 
-# Route, Record-Route and Path entries, parsed once per text: ours come back on every
-# in-dialog request. Shared, so only read (a Contact, which may be changed, is parsed anew).
-parse_route = parsed_once(parse_name_addr)
+# From, To, Route, Record-Route and Path entries, parsed once per text: every request of a
+# dialog repeats its From and To, and our Record-Route comes back on each. The NameAddr is
+# shared, so it is only read, never changed (a Contact, which may be, is parsed anew).
+shared_name_addr = parsed_once(parse_name_addr)
 
 
 def _parse_name_addr(text: str) -> NameAddr:

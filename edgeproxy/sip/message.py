@@ -14,8 +14,7 @@ from collections.abc import Iterable, Iterator
 
 from .abstract import Abstract
 from .errors import bad_request
-from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via
-from .memo import parsed_once
+from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via, shared_name_addr
 from .names import display_name, key_of, line_prefix
 from .tokens import split_commas
 from .uri import URI, parse_uri
@@ -34,11 +33,6 @@ _SLOTS = {
     "cseq": ("_cseq",),
     "max-forwards": ("_max_forwards",),
 }
-
-
-# From and To, parsed once per text: every request of a dialog repeats them. The
-# NameAddr is shared, so From and To are never changed in place (only replaced).
-_party = parsed_once(parse_name_addr)
 
 
 def encode(text: str) -> bytes:
@@ -185,13 +179,13 @@ class Message(Abstract):
     @property
     def from_(self) -> NameAddr:
         if self._from is _UNSET:
-            self._from = _party(self._required("from"))
+            self._from = shared_name_addr(self._required("from"))
         return self._from  # type: ignore[return-value]
 
     @property
     def to(self) -> NameAddr:
         if self._to is _UNSET:
-            self._to = _party(self._required("to"))
+            self._to = shared_name_addr(self._required("to"))
         return self._to  # type: ignore[return-value]
 
     @property
