@@ -22,12 +22,13 @@ from registrar.bindings import ExpiryPolicy, aor_of
 from .bodies import DialogState, dialog_info
 from .packages import PACKAGES, EventPackage, checked_body, package_for
 from .publications import Publication, PublicationStore, apply_publish, new_etag
-from .subscriptions import Subscription, SubscriptionStore
+from .subscriptions import Subscription, SubscriptionStore, resource_key
 
 Notify = tuple[Subscription, Request]
 Party = tuple[str, str, str, str, str]  # see PresenceService._parties_of
 BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
 MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
+_NO_CALLS: dict[str, DialogState] = {}  # read-only: an entity with no call in progress
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
 
 
@@ -79,7 +80,7 @@ class PresenceService:
                 left["made"] = made
                 return new
 
-            await self.publications.update(f"{resource}|{package.name}", change)
+            await self.publications.update(resource_key(resource, package.name), change)
         except SipError as err:
             return Outcome(make_response(req, err.status, err.reason, err.headers))
         made = left.get("made")
@@ -101,7 +102,7 @@ class PresenceService:
         except SipError:
             return []
         now = self.clock()
-        await self.publications.update(f"{resource}|{package.name}", lambda current: [
+        await self.publications.update(resource_key(resource, package.name), lambda current: [
             *(p for p in current if p.etag != BACKEND_ETAG), Publication(BACKEND_ETAG, body, now + 86400, now)])
         return await self._notify_watchers(resource, package)
 
@@ -188,16 +189,16 @@ class PresenceService:
         changed: list[str] = []
         unwatched = self.subscriptions.unwatched
         for entity, watch, direction, local, remote in parties:
-            calls = self.calls.get(entity)
-            if calls is None:
-                calls = self.calls[entity] = {}
-            old = calls.get(call_id)
+            old = self.calls.get(entity, _NO_CALLS).get(call_id)
             if old is not None and old.state == state:
                 continue  # a second 18x: nothing new for the lamp
             watched = not unwatched(watch)
             if state == "terminated" and not watched:
                 self._forget(entity, call_id)
                 continue
+            calls = self.calls.get(entity)
+            if calls is None:
+                calls = self.calls[entity] = {}
             calls[call_id] = DialogState(call_id, state, direction, local, remote)
             if watched:
                 changed.append(entity)  # a terminated call stays until its NOTIFY has been made
@@ -206,17 +207,18 @@ class PresenceService:
         return changed
 
     def _forget(self, entity: str, call_id: str) -> None:
-        calls = self.calls.get(entity, {})
-        calls.pop(call_id, None)
-        if not calls:
-            self.calls.pop(entity, None)
+        calls = self.calls.get(entity)
+        if calls is not None:
+            calls.pop(call_id, None)
+            if not calls:
+                del self.calls[entity]
 
     async def notify_lamps(self, call_id: str, entities: list[str]) -> list[Notify]:
         """The NOTIFYs for the dialog watchers of the entities whose call changed."""
         out: list[Notify] = []
         for entity in entities:
             out += await self._notify_watchers(entity, PACKAGES["dialog"])
-            state = self.calls.get(entity, {}).get(call_id)
+            state = self.calls.get(entity, _NO_CALLS).get(call_id)
             if state is not None and state.state == "terminated":
                 self._forget(entity, call_id)
         return out
@@ -229,7 +231,7 @@ class PresenceService:
             uri = me.uri
             if uri.is_sip and uri.user and self.is_local(uri.host):
                 entity = aor_of(uri, self.domain_of)
-                out.append((entity, f"{entity}|dialog", direction, me.uri_text, other.uri_text))
+                out.append((entity, resource_key(entity, "dialog"), direction, me.uri_text, other.uri_text))
         return out
 
     # -- NOTIFY ----------------------------------------------------------------------------
@@ -255,7 +257,7 @@ class PresenceService:
 
     async def _notify_watchers(self, resource: str, package: EventPackage) -> list[Notify]:
         """One document for every watcher of the resource (a fan-out reads the state once)."""
-        watchers = await self.subscriptions.watching(f"{resource}|{package.name}")
+        watchers = await self.subscriptions.watching(resource_key(resource, package.name))
         if not watchers:
             return []
         document = await self._document(resource, package)
@@ -278,7 +280,7 @@ class PresenceService:
         calls = self.calls.get(resource) if package.name == "dialog" else None
         if calls:
             return dialog_info(f"sip:{resource}", 0, list(calls.values()))
-        published = await self.publications.lookup(f"{resource}|{package.name}")
+        published = await self.publications.lookup(resource_key(resource, package.name))
         return package.document(f"sip:{resource}", [p.body for p in published])
 
     async def _notify(self, sub: Subscription, package: EventPackage, state: str | None = None,

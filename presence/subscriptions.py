@@ -9,6 +9,12 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 
+def resource_key(resource: str, event: str) -> str:
+    """The key of one resource's state for one event package, in the publication and
+    subscription stores ("alice@example.com|presence")."""
+    return f"{resource}|{event}"
+
+
 @dataclass(frozen=True, slots=True)
 class Subscription:
     call_id: str
@@ -34,7 +40,7 @@ class Subscription:
 
     @property
     def watched(self) -> str:
-        return f"{self.resource}|{self.event}"
+        return resource_key(self.resource, self.event)
 
     def next_notify(self) -> Subscription:
         return replace(self, cseq=self.cseq + 1, version=self.version + 1)
