@@ -19,20 +19,15 @@ tracing is slow), which is what guided the hot-path work.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
 import cProfile
 import pathlib
 import sys
-import time
 
 import uvloop
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from inproc import count_opcodes, print_opcodes, start
-
-from edgeproxy.transport.base import Source
+from inproc import Steps, repeat, start
 
 UAC = ("127.0.0.1", 5071)
 UAS = ("127.0.0.1", 5072)
@@ -78,62 +73,34 @@ def answer(request: bytes, status: bytes, to_tag: bytes, body: bytes = b"") -> b
 async def run(calls: int, profile: str | None, warmup: int = 1000, opcodes: bool = False) -> None:
     instance = await start(f'[state]\nrecord_calls = false\n[dispatcher]\nprobe_interval = 60.0\n'
                            f'[[dispatcher.backends]]\nuri = "sip:{UAS[0]}:{UAS[1]}"\n')
-    edge, sent, port = instance.edge, instance.sent, instance.local[1]
+    port, to = instance.local[1], instance.last_to
     uac, uas = instance.source(UAC), instance.source(UAS)
+    steps = Steps(instance, ("INVITE", "180", "200", "ACK", "BYE", "200 (BYE)"))
+    feed = steps.feed
 
-    to = instance.last_to
-
-    steps = ("INVITE", "180", "200", "ACK", "BYE", "200 (BYE)")
-
-    def feed(step: int, data: bytes, source: Source, clock: list[float]) -> None:
-        t = time.perf_counter()
-        edge.on_message(data, source)
-        clock[step] += time.perf_counter() - t
-
-    def one_call(n: int, clock: list[float]) -> None:
-        feed(0, INVITE % {b"port": port, b"n": n, b"len": len(SDP)} + SDP, uac, clock)
+    def one_call(n: int) -> None:
+        feed(0, INVITE % {b"port": port, b"n": n, b"len": len(SDP)} + SDP, uac)
         forwarded = to(UAS)
         tag = b"%dUAS" % n
-        feed(1, answer(forwarded, b"180 Ringing", tag), uas, clock)
-        feed(2, answer(forwarded, b"200 OK", tag, SDP), uas, clock)
+        feed(1, answer(forwarded, b"180 Ringing", tag), uas)
+        feed(2, answer(forwarded, b"200 OK", tag, SDP), uas)
         ok = to(UAC)
         routes = b"".join(b"Route: " + line.partition(b":")[2].strip() + b"\r\n"
                           for line in ok.split(b"\r\n") if line.startswith(b"Record-Route:"))
         fields = {b"n": n, b"port": port, b"routes": routes}
-        feed(3, IN_DIALOG % {**fields, b"method": b"ACK", b"cseq": 1}, uac, clock)
-        feed(4, IN_DIALOG % {**fields, b"method": b"BYE", b"cseq": 2}, uac, clock)
+        feed(3, IN_DIALOG % {**fields, b"method": b"ACK", b"cseq": 1}, uac)
+        feed(4, IN_DIALOG % {**fields, b"method": b"BYE", b"cseq": 2}, uac)
         bye = to(UAS)
         assert bye.startswith(b"BYE"), bye[:60]
-        feed(5, answer(bye, b"200 OK", tag), uas, clock)
+        feed(5, answer(bye, b"200 OK", tag), uas)
         assert to(UAC).startswith(b"SIP/2.0 200") and b"BYE" in to(UAC)
-        sent.clear()
+        instance.sent.clear()
 
-    clock = [0.0] * len(steps)
-    for n in range(warmup):  # warm up
-        one_call(n, clock)
     profiler = cProfile.Profile() if profile else None
-    clock = [0.0] * len(steps)
-    cpu = time.process_time()
-    if profiler:
-        profiler.enable()
-    counts: collections.Counter[str] = collections.Counter()
-    if opcodes:
-        count_opcodes(counts)
-    for batch in range(0, calls, 100):
-        for n in range(batch, batch + 100):
-            one_call(warmup + n, clock)
-        await asyncio.sleep(0)  # timers: transactions end as they would
-    sys.settrace(None)
-    if profiler:
-        profiler.disable()
+    await repeat(one_call, calls, warmup, steps, "call", opcodes, profiler)
+    if profiler is not None:
         profiler.dump_stats(profile)
-    if opcodes:
-        print_opcodes(counts, calls, "call")
-    cpu = time.process_time() - cpu
-    await edge.close()
-    print(f"{calls} calls: {sum(clock) * 1e6 / calls:.1f} µs per call in on_message "
-          f"({cpu * 1e6 / calls:.1f} µs per call of process CPU, the UAS's side included)")
-    print("  " + ", ".join(f"{name} {t * 1e6 / calls:.1f}" for name, t in zip(steps, clock)))
+    await instance.edge.close()
 
 
 def main() -> None:

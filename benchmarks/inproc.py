@@ -2,16 +2,21 @@
 
 call_path_bench.py and register_path_bench.py feed datagrams straight into
 `on_message` and read what the instance would have sent; this module starts
-the instance and counts bytecodes (`--opcodes`) for both.
+the instance, times each step, repeats the operation and counts bytecodes
+(`--opcodes`) for both.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import cProfile
 import pathlib
 import sys
+import time
 import tomllib
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ROOT = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
@@ -54,6 +59,48 @@ async def start(config: str) -> Instance:
         edge.proxy.send = capture
     settle_gc()  # as `edgeproxy run` does once listening
     return instance
+
+
+class Steps:
+    """Seconds spent in `on_message`, per step of the operation a benchmark repeats."""
+
+    def __init__(self, instance: Instance, names: tuple[str, ...]) -> None:
+        self.instance, self.names = instance, names
+        self.seconds = [0.0] * len(names)
+
+    def feed(self, step: int, data: bytes, source: Source) -> None:
+        start = time.perf_counter()
+        self.instance.edge.on_message(data, source)
+        self.seconds[step] += time.perf_counter() - start
+
+
+async def repeat(operation: Callable[[int], None], count: int, warmup: int, steps: Steps, what: str,
+                 opcodes: bool = False, profiler: cProfile.Profile | None = None) -> None:
+    """`operation(n)` for `warmup` numbers, then for `count` more, measured (the event loop
+    turns every 100 so the transactions' timers work as in production); prints µs per
+    operation in on_message, per step, and the process CPU; bytecodes when asked."""
+    for n in range(warmup):
+        operation(n)
+    steps.seconds = [0.0] * len(steps.names)
+    counts: collections.Counter[str] = collections.Counter()
+    if opcodes:
+        count_opcodes(counts)
+    if profiler is not None:
+        profiler.enable()
+    cpu = time.process_time()
+    for batch in range(warmup, warmup + count, 100):
+        for n in range(batch, min(batch + 100, warmup + count)):
+            operation(n)
+        await asyncio.sleep(0)
+    cpu = time.process_time() - cpu
+    sys.settrace(None)
+    if profiler is not None:
+        profiler.disable()
+    if opcodes:
+        print_opcodes(counts, count, what)
+    print(f"{count} {what}s: {sum(steps.seconds) * 1e6 / count:.1f} µs per {what} in on_message "
+          f"({cpu * 1e6 / count:.1f} µs per {what} of process CPU, the driver's side included)")
+    print("  " + ", ".join(f"{name} {t * 1e6 / count:.1f}" for name, t in zip(steps.names, steps.seconds)))
 
 
 def count_opcodes(counts: collections.Counter[str]) -> None:

@@ -13,18 +13,15 @@ through `on_message` with its sends captured. Prints µs per registration
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
 import pathlib
 import sys
 import tempfile
-import time
 
 import uvloop
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from inproc import count_opcodes, print_opcodes, start
+from inproc import Steps, repeat, start
 
 from registrar.digest import hexdigest
 
@@ -61,46 +58,24 @@ async def run(registrations: int, warmup: int, opcodes: bool) -> None:
                                                 for i in range(USERS)))
         instance = await start(f'domains = ["example.com"]\n[registrar]\nusers = "{users}"\n'
                                'algorithms = ["MD5"]\nsecret = "bench"\n')
-    edge, port = instance.edge, instance.local[1]
+    port = instance.local[1]
     phone = instance.source(PHONE)
     uri = f"sip:127.0.0.1:{port}"
-    clock = [0.0, 0.0]
-
-    def feed(step: int, data: bytes) -> bytes:
-        t = time.perf_counter()
-        edge.on_message(data, phone)
-        clock[step] += time.perf_counter() - t
-        return instance.last_to(PHONE)
+    steps = Steps(instance, ("REGISTER → 401", "REGISTER with credentials → 200"))
 
     def register(n: int) -> None:
         user = f"user{n % USERS:04d}"
         fields = {b"port": port, b"n": n, b"user": user.encode()}
-        challenge = feed(0, REGISTER % {**fields, b"cseq": 1, b"auth": b""})
+        steps.feed(0, REGISTER % {**fields, b"cseq": 1, b"auth": b""}, phone)
+        challenge = instance.last_to(PHONE)
         assert challenge.startswith(b"SIP/2.0 401"), challenge[:40]
-        ok = feed(1, REGISTER % {**fields, b"cseq": 2, b"auth": authorization(challenge, user, uri, n)})
+        steps.feed(1, REGISTER % {**fields, b"cseq": 2, b"auth": authorization(challenge, user, uri, n)}, phone)
+        ok = instance.last_to(PHONE)
         assert ok.startswith(b"SIP/2.0 200"), ok[:40]
         instance.sent.clear()
 
-    for n in range(warmup):
-        register(n)
-    clock[:] = [0.0, 0.0]
-    counts: collections.Counter[str] = collections.Counter()
-    if opcodes:
-        count_opcodes(counts)
-    cpu = time.process_time()
-    for batch in range(0, registrations, 100):
-        for n in range(batch, batch + 100):
-            register(warmup + n)
-        await asyncio.sleep(0)  # timers: transactions end as they would
-    sys.settrace(None)
-    cpu = time.process_time() - cpu
-    await edge.close()
-    if opcodes:
-        print_opcodes(counts, registrations, "registration")
-    print(f"{registrations} registrations: {sum(clock) * 1e6 / registrations:.1f} µs each in on_message "
-          f"({cpu * 1e6 / registrations:.1f} µs of process CPU, the phone's side included)")
-    print(f"  REGISTER → 401 {clock[0] * 1e6 / registrations:.1f}, REGISTER with credentials → 200 "
-          f"{clock[1] * 1e6 / registrations:.1f}")
+    await repeat(register, registrations, warmup, steps, "registration", opcodes)
+    await instance.edge.close()
 
 
 def main() -> None:
