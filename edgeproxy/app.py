@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import structlog
+from prometheus_client import generate_latest
 
 from edgeproxy.aio import start_eagerly, start_in_task
 from edgeproxy.config import Config
@@ -27,9 +28,11 @@ from edgeproxy.dispatcher.dns import SipResolver
 from edgeproxy.dispatcher.probe import Probe, Prober
 from edgeproxy.observability.logging import about, debug_about
 from edgeproxy.observability.metrics import (
+    BINDINGS,
     CALLS,
     MESSAGE_SECONDS,
     STORE_ERRORS,
+    SUBSCRIPTIONS,
     TRANSACTIONS,
     count_request,
     count_response,
@@ -344,6 +347,17 @@ class EdgeProxy:
     async def active_calls(self) -> list[dict[str, object]]:
         """/calls: what the dialog store holds (every instance's calls), newest first."""
         return [asdict(d) for d in await self.stores.dialogs.active()]
+
+    async def metrics(self) -> bytes:
+        """/metrics, with the store's bindings and subscriptions counted at scrape time (a
+        store that does not answer within a second leaves the gauges as they were)."""
+        try:
+            async with asyncio.timeout(1.0):
+                BINDINGS.set(await self.stores.location.count())
+                SUBSCRIPTIONS.set(await self.stores.subscriptions.count())
+        except (StoreError, TimeoutError):
+            pass
+        return generate_latest()
 
     async def readiness(self) -> tuple[bool, str]:
         """/ready: listening and not draining, the state store answering, and a

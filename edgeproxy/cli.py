@@ -39,7 +39,7 @@ async def serve(config: Config, path: str | None = None, worker: WorkerRole | No
 
     log = structlog.get_logger("edgeproxy")
     app = EdgeProxy(config, worker)
-    ops = OpsServer(app.readiness, app.active_calls)
+    ops = OpsServer(app.readiness, app.active_calls, app.metrics)
     # a worker answers its supervisor, which answers the [metrics] port for all of them
     ops_listen = config.metrics.listen if worker is None else ops_name(worker.group, worker.number)
     try:

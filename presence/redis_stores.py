@@ -168,5 +168,9 @@ class RedisSubscriptionStore:
                         out.append(sub)
             return out
 
+    async def count(self) -> int:
+        with redis_errors():
+            return int(await self.client.zcard(self.expiries))
+
     async def close(self) -> None:
         await self.client.aclose()

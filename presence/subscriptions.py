@@ -73,6 +73,10 @@ class SubscriptionStore(Protocol):
         out once, to one instance (the caller then removes what is left of it)."""
         ...
 
+    async def count(self) -> int:
+        """Subscriptions held (the `edgeproxy_subscriptions` gauge)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -126,6 +130,9 @@ class MemorySubscriptionStore:
         for s in due:
             await self.remove(s.key)
         return due
+
+    async def count(self) -> int:
+        return len(self._subs)
 
     async def close(self) -> None:
         self._subs.clear()

@@ -26,6 +26,10 @@ STORE_ERRORS = Counter("edgeproxy_store_errors_total", "Requests that failed on 
 BACKEND_UP = Gauge("edgeproxy_backend_up", "Dispatcher backend health: 1 up, 0 probing or down", ["backend"])
 CALLS = Gauge("edgeproxy_calls_in_progress", "Calls set up through this instance and not ended (INVITEs in flight "
               "included)")
+BINDINGS = Gauge("edgeproxy_bindings", "Unexpired registrations (contacts) in the location store; with Redis, "
+                 "every instance and worker reports the shared total")
+SUBSCRIPTIONS = Gauge("edgeproxy_subscriptions", "Presence/dialog subscriptions in the store; with Redis, every "
+                      "instance and worker reports the shared total")
 WORKER_MESSAGES = Counter("edgeproxy_worker_messages_total",
                           "Messages this worker passed to a sibling: responses to the sibling's requests "
                           "(response), messages for a connection the sibling holds (write)", ["kind"])

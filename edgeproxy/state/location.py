@@ -71,6 +71,10 @@ class LocationStore(Protocol):
         """Atomically replace an AoR's bindings with change(current); returns the new set."""
         ...
 
+    async def count(self) -> int:
+        """Unexpired bindings of every AoR (the `edgeproxy_bindings` gauge)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -82,7 +86,8 @@ class MemoryLocationStore:
         self.max_aors = max_aors
         self.clock = clock
         self._aors: dict[str, list[Binding]] = {}
-        self._expiries: list[tuple[float, str]] = []  # (latest expiry, aor), may hold stale entries
+        self._bindings = 0  # stored bindings, summed over _aors
+        self._expiries: list[tuple[float, str]] = []  # (a binding's expiry, aor), may hold stale entries
 
     def __len__(self) -> int:
         return len(self._aors)
@@ -99,30 +104,39 @@ class MemoryLocationStore:
         current = live(self._aors.get(aor, []), now)
         new = live(change(list(current)), now)
         if not new:
-            self._aors.pop(aor, None)
+            self._store(aor, [])
             return []
         if aor not in self._aors and len(self._aors) >= self.max_aors:
             raise StoreFull(f"location store holds {self.max_aors} AoRs")
-        self._aors[aor] = new
-        heapq.heappush(self._expiries, (max(b.expires_at for b in new), aor))
+        self._store(aor, new)
+        for b in new:
+            heapq.heappush(self._expiries, (b.expires_at, aor))
         return by_q(new)
 
+    async def count(self) -> int:
+        self._sweep(self.clock(), budget=len(self._expiries))
+        return self._bindings
+
+    def _store(self, aor: str, bindings: list[Binding]) -> None:
+        old = self._aors.pop(aor, None)
+        self._bindings += len(bindings) - (len(old) if old else 0)
+        if bindings:
+            self._aors[aor] = bindings
+
     def _sweep(self, now: float, budget: int = 64) -> None:
+        """Every live binding has a heap entry with its expiry, so an AoR is
+        visited as soon as any of its bindings lapses."""
         heap = self._expiries
         while heap and heap[0][0] <= now and budget:
             _, aor = heapq.heappop(heap)
             budget -= 1
             bindings = self._aors.get(aor)
             if bindings is not None:
-                kept = live(bindings, now)
-                if kept:
-                    self._aors[aor] = kept
-                    heapq.heappush(heap, (max(b.expires_at for b in kept), aor))
-                else:
-                    del self._aors[aor]
-        if len(heap) > 4 * len(self._aors) + 1024:  # stale entries from refreshes: rebuild
-            self._expiries = [(max(b.expires_at for b in v), k) for k, v in self._aors.items()]
+                self._store(aor, live(bindings, now))
+        if len(heap) > 4 * self._bindings + 1024:  # stale entries from refreshes: rebuild
+            self._expiries = [(b.expires_at, k) for k, v in self._aors.items() for b in v]
             heapq.heapify(self._expiries)
 
     async def close(self) -> None:
         self._aors.clear()
+        self._bindings = 0

@@ -6,6 +6,9 @@ SCAN in the request path):
 
   {prefix}loc:{<aor>}     string: JSON list of the AoR's bindings;
                           TTL = the latest binding expiry
+  {prefix}locidx          sorted set: "<aor> <binding identity>" → its expiry, for
+                          the bindings gauge only (written after each location
+                          write, trimmed of expired members when counted)
   {prefix}nc:{<nonce>}    string: highest digest nonce-count seen; TTL = nonce lifetime
   {prefix}user:{<name>}   hash: ha1_md5, ha1_sha256 (written by the operator)
   {prefix}up:{<aor>}      string: JSON of what the edge registered upstream for the
@@ -166,6 +169,7 @@ class RedisLocationStore:
         self.prefix = prefix
         self.clock = clock
         self.records = CasRecords(client, "location record")
+        self.index = f"{prefix}locidx"
 
     def key(self, aor: str) -> str:
         return f"{self.prefix}loc:{{{aor}}}"
@@ -175,14 +179,32 @@ class RedisLocationStore:
 
     async def update(self, aor: str, change: Change) -> list[Binding]:
         written: list[Binding] = []
+        replaced: list[Binding] = []
 
         def write(old: str) -> tuple[str, int]:
             now = self.clock()
-            written[:] = live(change(live(_decode(old), now)), now)
+            replaced[:] = _decode(old)
+            written[:] = live(change(live(replaced, now)), now)
             return _encode(written), _ttl_ms([b.expires_at for b in written], now)
 
         await self.records.update(self.key(aor), write)
+        kept = {f"{aor} {b.identity}": b.expires_at for b in written}
+        gone = [m for m in (f"{aor} {b.identity}" for b in replaced) if m not in kept]
+        with redis_errors():
+            async with self.client.pipeline(transaction=False) as pipe:
+                if kept:
+                    pipe.zadd(self.index, kept)
+                if gone:
+                    pipe.zrem(self.index, *gone)
+                await pipe.execute()
         return by_q(written)
+
+    async def count(self) -> int:
+        with redis_errors():
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(self.index, "-inf", self.clock())
+                pipe.zcard(self.index)
+                return int((await pipe.execute())[1])
 
     async def close(self) -> None:
         await self.client.aclose()

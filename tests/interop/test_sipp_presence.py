@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import time
 
-from tests.helpers import free_port, running_proxy
+from tests.helpers import eventually, free_port, metric, running_proxy
 from tests.interop.sipp import SCENARIOS, SippServer, run_sipp, sipp_command
 
 CONFIG = 'domains = ["example.com"]\n[registrar]\nauth = false\n'
@@ -60,3 +60,21 @@ def test_a_call_through_the_edge_reaches_a_sipp_blf_watcher(tmp_path: pathlib.Pa
             assert code == 0, output  # early and confirmed came, then terminated
     finally:
         backend.stop()
+
+
+def test_sipp_subscription_cycles_are_counted_and_leave_none(tmp_path: pathlib.Path) -> None:
+    """The benchmark's presence scenario: 100 SIPp watchers subscribe, get the active NOTIFY, unsubscribe and
+    get the terminated one; the subscriptions gauge counts a watcher that stays and ends at 0."""
+    ops = free_port()
+    with running_proxy(CONFIG + f'[metrics]\nlisten = "127.0.0.1:{ops}"\n') as proxy:
+        watching = watcher(proxy.port, "presence", "<basic>open</basic>", tmp_path)
+        assert eventually(lambda: metric(ops, "edgeproxy_subscriptions") == 1)
+        code, output = run_sipp("subscribe_cycle.xml", f"127.0.0.1:{proxy.port}", "udp", calls=100, rate=50,
+                                workdir=tmp_path, extra=["-s", "alice", "-key", "event", "presence"])
+        assert code == 0, output
+        assert metric(ops, "edgeproxy_subscriptions") == 1
+        code, output = run_sipp("publish.xml", f"127.0.0.1:{proxy.port}", "udp", calls=1, rate=1,
+                                workdir=tmp_path, extra=["-s", "alice"], local_ip="127.0.0.4")
+        assert code == 0, output
+        assert finished(watching)[0] == 0  # it saw the open state and unsubscribed
+        assert metric(ops, "edgeproxy_subscriptions") == 0

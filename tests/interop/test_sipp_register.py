@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from benchmarks.harness import sipp_users
-from tests.helpers import free_port, options, running_proxy
+from tests.helpers import free_port, metric, options, running_proxy
 from tests.interop.sipp import run_sipp
 
 USERS = 1000
@@ -20,18 +20,22 @@ USERS = 1000
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_sipp_registers_1000_users(backend: str, tmp_path: pathlib.Path, request: pytest.FixtureRequest) -> None:
     csv, toml = sipp_users(tmp_path, USERS)
+    ops = free_port()
     state = ""
     if backend == "redis":
         url = request.getfixturevalue("redis_server")
         redis.Redis.from_url(url).flushdb()
         state = f'[state]\nbackend = "redis"\nredis_url = "{url}"\n'
     config = (f'domains = ["example.com"]\n[registrar]\nusers = "{toml}"\nalgorithms = ["MD5"]\n'
-              f'secret = "sipp-test"\n{state}[security]\ntrusted = ["127.0.0.2/32"]\n')
+              f'secret = "sipp-test"\n{state}[security]\ntrusted = ["127.0.0.2/32"]\n'
+              f'[metrics]\nlisten = "127.0.0.1:{ops}"\n')
     phone_port = free_port()
     with running_proxy(config) as proxy:
+        assert metric(ops, "edgeproxy_bindings") == 0
         code, output = run_sipp("register_auth.xml", f"127.0.0.1:{proxy.port}", "udp", calls=USERS, rate=250,
                                 workdir=tmp_path, inf=csv, extra=["-p", str(phone_port)])
         assert code == 0, output
+        assert metric(ops, "edgeproxy_bindings") == USERS
         # a backend calls one of them: the INVITE reaches that user's registered contact
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone, \
                 socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:

@@ -70,9 +70,11 @@ async def test_subscriptions_by_key_and_by_resource(subscriptions: SubscriptionS
     assert await subscriptions.get("c-gone;gone") is None
     with pytest.raises(OverflowError):
         await subscriptions.put(sub("t4", clock))
+    assert await subscriptions.count() == 3
     await subscriptions.remove(two.key)
     assert [s.key for s in await subscriptions.watching("alice@x|presence")] == [one.key]
     assert await subscriptions.get(two.key) is None
+    assert await subscriptions.count() == 2
 
 
 async def test_a_watched_resource_is_never_said_to_be_unwatched(subscriptions: SubscriptionStore,
@@ -93,4 +95,5 @@ async def test_expired_subscriptions_are_handed_out_once(subscriptions: Subscrip
     clock.now += 11
     assert [s.key for s in await subscriptions.expired(clock.now)] == [short.key]
     assert await subscriptions.expired(clock.now) == []  # claimed: no second final NOTIFY
+    assert await subscriptions.count() == 1
     assert [s.key for s in await subscriptions.watching("alice@x|presence")] == ["c-t2;t2"]

@@ -108,6 +108,22 @@ async def test_remove_all(location: LocationStore, clock: Clock) -> None:
     assert await location.lookup("a@x") == []
 
 
+async def test_count_follows_adds_refreshes_removals_and_expiry(location: LocationStore, clock: Clock) -> None:
+    t = clock.now
+    assert await location.count() == 0
+    await location.update("a@x", lambda cur: [binding("sip:1@h", t + 10), binding("sip:2@h", t + 100)])
+    await location.update("b@x", lambda cur: [binding("sip:1@h", t + 100)])
+    assert await location.count() == 3
+    await location.update("b@x", lambda cur: [binding("sip:1@h", t + 200)])  # a refresh is no new binding
+    assert await location.count() == 3
+    clock.now += 11  # a@x's first binding lapses, nothing written since
+    assert await location.count() == 2
+    await location.update("a@x", lambda cur: [])
+    assert await location.count() == 1
+    clock.now += 200
+    assert await location.count() == 0
+
+
 async def test_concurrent_updates_lose_nothing(location: LocationStore, clock: Clock) -> None:
     async def add(i: int) -> None:
         await location.update("busy@x", lambda cur: cur + [binding(f"sip:{i}@h", clock.now + 60)])
