@@ -29,6 +29,7 @@ from benchmarks.harness import (
     free_port,
     kamailio,
     measure,
+    python_floor,
     report,
     run_sipp,
 )
@@ -80,6 +81,8 @@ def main() -> None:
         try:
             with kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", tmp) as server:
                 rows.append(("kamailio (t_relay + record_route)", bench(server, args.rate, args.calls, tmp)))
+            with python_floor("relay", tmp, str(uas_port)) as server:
+                rows.append(("python floor (Via in/out, no SIP)", bench(server, args.rate, args.calls, tmp)))
             config = (f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\nuri = "sip:127.0.0.1:{uas_port}"\n')
             # Kamailio runs without its dialog module: record_calls off is the equivalent; the
             # default (calls kept in the store for /calls and BLF) shows what that costs

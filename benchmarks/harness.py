@@ -154,6 +154,15 @@ def edgeproxy(config: str, workdir: pathlib.Path, name: str = "edgeproxy") -> It
 
 
 @contextmanager
+def python_floor(mode: str, workdir: pathlib.Path, *args: str) -> Iterator[Server]:
+    """benchmarks/floor.py: what moving the same datagrams through uvloop costs, with no SIP logic."""
+    port = free_port()
+    argv = [sys.executable, str(ROOT / "benchmarks" / "floor.py"), mode, str(port), *args]
+    with _serving(argv, f"floor-{mode}", port, workdir / f"floor-{mode}.log") as server:
+        yield server
+
+
+@contextmanager
 def _serving(argv: list[str], name: str, port: int, log: pathlib.Path) -> Iterator[Server]:
     """Start a server process, wait until it answers SIP on port, SIGTERM it afterwards (by PID)."""
     with log.open("wb") as out:

@@ -28,6 +28,7 @@ from benchmarks.harness import (
     edgeproxy,
     kamailio,
     measure,
+    python_floor,
     redis_server,
     report,
     run_sipp,
@@ -109,6 +110,8 @@ def main() -> None:
         common = f'domains = ["example.com"]\n[registrar]\nusers = "{toml}"\nalgorithms = ["MD5"]\nsecret = "b"\n'
         with kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, KAMAILIO_PARAMS, tmp) as server:
             rows.append(("kamailio (usrloc in memory)", bench(server, csv, args.rate, args.registrations, tmp)))
+        with python_floor("register", tmp) as server:
+            rows.append(("python floor (canned answers)", bench(server, csv, args.rate, args.registrations, tmp)))
         with edgeproxy(common, tmp, "edge-memory") as server:
             rows.append(("edgeproxy (memory store)", bench(server, csv, args.rate, args.registrations, tmp)))
         with redis_server() as (url, redis_proc):
@@ -123,7 +126,7 @@ def main() -> None:
              f"{'server':<30} {'ok':>7} {'failed':>6} {'CPU µs/reg':>11} {'vs kamailio':>11}"]
     for name, r in rows:
         lines.append(f"{name:<30} {r['ok']:>7.0f} {r['failed']:>6.0f} {r['us']:>11.1f} {r['us'] / kam:>11.2f}")
-    redis_us = rows[2][1]["extra_us"]
+    redis_us = rows[-1][1]["extra_us"]
     lines.append(f"(redis-server itself: {redis_us:.1f} µs/reg more, not counted above)")
     lines.append(f"memory store, {args.bindings:,} bindings: RSS {after:.1f} MB (process before: {base:.1f} MB)")
     report(lines, "register")
