@@ -49,17 +49,16 @@ test-interop: system-deps $(VENV)/.interop-deps
 	done
 	$(BIN)/python -m pytest -q -p no:cacheprovider -rsP tests/clients
 
-# Not part of `make test`: the parser, call-path and REGISTER-path micro-benchmarks, then REGISTER and calls
-# against Kamailio in the same run (Debian's kamailio installed when missing).
+# Not part of `make test`: the parser, call-path and REGISTER-path micro-benchmarks, then one table of calls,
+# REGISTER, subscriptions and NOTIFY fan-out against Kamailio in the same run (Debian's kamailio installed
+# when missing), saved under benchmarks/results/table-*.txt.
 bench: system-deps $(VENV)/.run-deps
 	@command -v kamailio >/dev/null || [ -x /usr/sbin/kamailio ] || { $(APT) update -q && $(APT) install -y -q kamailio; }
 	@[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so ] || $(APT) install -y -q kamailio-presence-modules
 	$(BIN)/python benchmarks/parser_bench.py
 	$(BIN)/python benchmarks/call_path_bench.py
 	$(BIN)/python benchmarks/register_path_bench.py
-	$(BIN)/python benchmarks/register_bench.py
-	$(BIN)/python benchmarks/call_bench.py --rate 1000 --calls 10000
-	$(BIN)/python benchmarks/presence_bench.py
+	$(BIN)/python benchmarks/bench_table.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -59,6 +59,11 @@ def uas(port: int, workdir: pathlib.Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.DEVNULL)
 
 
+def edge_config(uas_port: int) -> str:
+    """The UAS as edgeproxy's one dispatcher backend (probed rarely: the probes are not the load)."""
+    return f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\nuri = "sip:127.0.0.1:{uas_port}"\n'
+
+
 def bench(server: Server, rate: int, calls: int, tmp: pathlib.Path) -> dict[str, float]:
     target = f"127.0.0.1:{server.port}"
     run_sipp("uac_call.xml", target, min(500, calls), rate, tmp, extra=["-d", "0"])  # warm up
@@ -83,7 +88,7 @@ def main() -> None:
                 rows.append(("kamailio (t_relay + record_route)", bench(server, args.rate, args.calls, tmp)))
             with python_floor("relay", tmp, str(uas_port)) as server:
                 rows.append(("python floor (Via in/out, no SIP)", bench(server, args.rate, args.calls, tmp)))
-            config = (f'[dispatcher]\nprobe_interval = 60.0\n[[dispatcher.backends]]\nuri = "sip:127.0.0.1:{uas_port}"\n')
+            config = edge_config(uas_port)
             # Kamailio runs without its dialog module: record_calls off is the equivalent; the
             # default (calls kept in the store for /calls and BLF) shows what that costs
             for name, state in (("edgeproxy (1 worker)", "[state]\nrecord_calls = false\n"),

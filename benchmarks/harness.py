@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -82,6 +83,39 @@ def rss_mb(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+MAX_FAILED = 0.001  # a rate is sustained when at most 0.1 % of its calls fail…
+MAX_SLOWDOWN = 1.25  # …and the run takes at most 25 % longer than calls/rate (the server kept up)
+
+
+def sustained(ok: int, failed: int, seconds: float, rate: float) -> bool:
+    calls = ok + failed
+    return calls > 0 and failed <= MAX_FAILED * calls and seconds <= MAX_SLOWDOWN * calls / rate
+
+
+class AtRate(Protocol):
+    rate: int
+
+    @property
+    def passed(self) -> bool: ...
+
+
+R = TypeVar("R", bound=AtRate)
+
+
+def climb(run_at: Callable[[int], R], start: float, step: float, max_steps: int, cap: int = 0) -> list[R]:
+    """Runs at rising rates (×step from start) until one is not sustained, `max_steps` ran or `cap` is
+    reached; the last passing one is the highest sustainable rate."""
+    runs: list[R] = []
+    rate = start
+    while len(runs) < max_steps:
+        run = run_at(int(rate))
+        runs.append(run)
+        if not run.passed or (cap and rate >= cap):
+            break
+        rate = min(rate * step, cap) if cap else rate * step
+    return runs
 
 
 @dataclass

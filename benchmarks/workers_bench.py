@@ -27,6 +27,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.call_bench import uas
 from benchmarks.harness import (
+    climb,
     cpu_seconds,
     descendants,
     edgeproxy,
@@ -34,10 +35,8 @@ from benchmarks.harness import (
     redis_server,
     report,
     run_sipp,
+    sustained,
 )
-
-MAX_FAILED = 0.001
-MAX_SLOWDOWN = 1.25
 
 
 @dataclass
@@ -52,8 +51,7 @@ class Run:
 
     @property
     def passed(self) -> bool:
-        calls = self.ok + self.failed
-        return self.failed <= MAX_FAILED * calls and self.seconds <= MAX_SLOWDOWN * calls / self.rate
+        return sustained(self.ok, self.failed, self.seconds, self.rate)
 
     def row(self, workers: int) -> str:
         busy = self.seconds or 1.0
@@ -80,25 +78,22 @@ def one_run(port: int, proxy_pids: list[int], uas_pid: int, redis_pid: int, rate
     return Run(rate, result.successful, result.failed, result.seconds, proxy, sipp, redis)
 
 
-def climb(workers: int, redis_url: str, redis_pid: int, uas_port: int, uas_pid: int, args: argparse.Namespace,
-          tmp: pathlib.Path) -> list[Run]:
+def climb_workers(workers: int, redis_url: str, redis_pid: int, uas_port: int, uas_pid: int, args: argparse.Namespace,
+                  tmp: pathlib.Path) -> list[Run]:
     config = (f"workers = {workers}\n[state]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\n"
               "record_calls = false\n[dispatcher]\nprobe_interval = 60.0\n"
               f"[[dispatcher.backends]]\nuri = \"sip:127.0.0.1:{uas_port}\"\n")
-    runs: list[Run] = []
     with edgeproxy(config, tmp, f"edgeproxy-{workers}w") as server:
         time.sleep(1.0)  # every worker up (the supervisor answers as soon as one is)
         proxy_pids = descendants(server.proc.pid)
         run_sipp("uac_call.xml", f"127.0.0.1:{server.port}", 500, 250, tmp, extra=["-d", "0"], transport="un")
-        rate = float(args.start)
-        while len(runs) < args.max_steps:
-            run = one_run(server.port, proxy_pids, uas_pid, redis_pid, int(rate), args.seconds, tmp)
-            runs.append(run)
+
+        def run_at(rate: int) -> Run:
+            run = one_run(server.port, proxy_pids, uas_pid, redis_pid, rate, args.seconds, tmp)
             print(run.row(workers), flush=True)
-            if not run.passed:
-                break
-            rate *= args.step
-    return runs
+            return run
+
+        return climb(run_at, args.start, args.step, args.max_steps)
 
 
 def main() -> None:
@@ -121,7 +116,7 @@ def main() -> None:
         time.sleep(0.5)
         try:
             for workers in args.workers:
-                runs = climb(workers, redis_url, redis.pid, uas_port, backend.pid, args, tmp)
+                runs = climb_workers(workers, redis_url, redis.pid, uas_port, backend.pid, args, tmp)
                 lines.extend(run.row(workers) for run in runs)
                 best[workers] = max((r for r in runs if r.passed), key=lambda r: r.rate, default=None)
         finally:
