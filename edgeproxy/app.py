@@ -193,6 +193,7 @@ class EdgeProxy:
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         await self.stores.bans.start()
+        await self.stores.subscriptions.start()
         await self.transports.start()
         if self.worker is not None:
             link = WorkerLink(self.worker, self.process, self.transports.write_held, self.transports.table.reachable)

@@ -6,6 +6,10 @@
   {prefix}watch:{<aor>|<event>} set: keys of the subscriptions to that resource
   {prefix}subexp                sorted set: subscription key → expiry; whoever
                                 removes a member sends that final NOTIFY
+  {prefix}watched               pub/sub channel: "<milliseconds> <aor>|<event>" for each
+                                subscription stored, so that every instance knows
+                                locally which resources may have watchers (a call's
+                                BLF asks Redis only for those)
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from edgeproxy.state.errors import StoreError, redis_errors
+from edgeproxy.state.follow import Follower
 from edgeproxy.state.redis_store import CasRecords, _text, _ttl_ms
 
 from .publications import Change, Publication, newest_first
@@ -88,12 +93,16 @@ def _decode_sub(raw: str) -> Subscription | None:
 
 class RedisSubscriptionStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "ep:", max_subscriptions: int = 1_000_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, listener: aioredis.Redis | None = None) -> None:
+        """`listener`: a client without a read timeout, for the pub/sub channel (default: `client`)."""
         self.client = client
         self.prefix = prefix
         self.max_subscriptions = max_subscriptions
         self.clock = clock
         self.expiries = f"{prefix}subexp"
+        self._watched: dict[str, float] = {}  # resource → until when it may have a watcher
+        self._complete = True  # false once the table overflowed: then only Redis knows
+        self.follower = Follower(listener or client, f"{prefix}watched", f"{prefix}watch:", self._record)
 
     def _sub(self, key: str) -> str:
         return f"{self.prefix}sub:{{{key}}}"
@@ -117,7 +126,9 @@ class RedisSubscriptionStore:
                 pipe.pexpire(self._watch(sub.watched), ttl_ms, gt=True)
                 pipe.pexpire(self._watch(sub.watched), ttl_ms, nx=True)
                 pipe.zadd(self.expiries, {sub.key: sub.expires_at})
+                pipe.publish(self.follower.channel, self.follower.message(sub.watched, ttl_ms))
                 await pipe.execute()
+        self._record(sub.watched, ttl_ms / 1000)
 
     async def update(self, sub: Subscription) -> None:
         """One SET of the record, keeping its TTL; nothing if it is gone meanwhile."""
@@ -136,7 +147,29 @@ class RedisSubscriptionStore:
                 await pipe.execute()
 
     def unwatched(self, watched: str) -> bool:
-        return False  # other instances' watchers are known only to Redis
+        """From the local table of resources any instance subscribed to (until their
+        subscriptions' expiry: an unsubscribed resource stays "maybe watched" until then);
+        unsure, and so False, while the table is not in sync or overflowed."""
+        if not (self.follower.synced and self._complete):
+            return False
+        until = self._watched.get(watched)
+        return until is None or until <= self.clock()
+
+    def _record(self, watched: str, seconds: float) -> None:
+        table = self._watched
+        until = self.clock() + seconds
+        if watched not in table and len(table) >= self.max_subscriptions:
+            now = self.clock()
+            for stale in [k for k, t in table.items() if t <= now]:
+                del table[stale]
+            if len(table) >= self.max_subscriptions:
+                self._complete = False  # dropping an entry could hide a watcher: stop answering
+                return
+        if table.get(watched, 0.0) < until:
+            table[watched] = until
+
+    async def start(self) -> None:
+        await self.follower.start()
 
     async def watching(self, watched: str) -> list[Subscription]:
         with redis_errors():
@@ -173,4 +206,5 @@ class RedisSubscriptionStore:
             return int(await self.client.zcard(self.expiries))
 
     async def close(self) -> None:
+        await self.follower.close()
         await self.client.aclose()

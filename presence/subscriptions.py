@@ -77,6 +77,10 @@ class SubscriptionStore(Protocol):
         """Subscriptions held (the `edgeproxy_subscriptions` gauge)."""
         ...
 
+    async def start(self) -> None:
+        """Before the first request: what the store must know locally, loaded."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -133,6 +137,9 @@ class MemorySubscriptionStore:
 
     async def count(self) -> int:
         return len(self._subs)
+
+    async def start(self) -> None:
+        pass
 
     async def close(self) -> None:
         self._subs.clear()

@@ -23,6 +23,8 @@ from redis.exceptions import RedisError
 
 from edgeproxy.observability.metrics import BANS
 
+from .follow import Follower
+
 log = structlog.get_logger(__name__)
 
 
@@ -88,10 +90,8 @@ class RedisBanList(MemoryBanList):
         super().__init__(max_entries, clock)
         self.client = client
         self.prefix = prefix
-        self.channel = f"{prefix}bans"
+        self.follower = Follower(client, f"{prefix}bans", f"{prefix}ban:", self._record)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._listener: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
 
     def key(self, key: str) -> str:
         return f"{self.prefix}ban:{{{key}}}"
@@ -107,57 +107,18 @@ class RedisBanList(MemoryBanList):
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.key(key), reason, px=ms)
-                pipe.publish(self.channel, f"{ms} {key}")
+                pipe.publish(self.follower.channel, self.follower.message(key, ms))
                 await pipe.execute()
         except RedisError as err:
             log.warning("ban not shared", key=key, error=str(err))
 
     async def start(self) -> None:
         """Load the bans in force, then follow new ones (until close)."""
-        self._listener = asyncio.get_running_loop().create_task(self._follow())
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), 5.0)
-        except TimeoutError:
-            log.warning("starting without the shared bans: Redis does not answer")
-
-    async def _follow(self) -> None:
-        retry = 0.5
-        while True:
-            try:
-                async with self.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    await self._load()  # after subscribing: no ban falls between the two
-                    self._subscribed.set()
-                    retry = 0.5
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._received(message["data"])
-            except (RedisError, OSError) as err:
-                log.warning("ban channel lost", error=str(err), retry_in=retry)
-                self._subscribed.set()  # start up without the shared bans rather than not at all
-                await asyncio.sleep(retry)
-                retry = min(retry * 2, 10.0)
-
-    async def _load(self) -> None:
-        """Startup only (never in the request path): the bans already in Redis."""
-        pattern = f"{self.prefix}ban:{{*"
-        async for name in self.client.scan_iter(match=pattern, count=1000):
-            text = name.decode() if isinstance(name, bytes) else name
-            ms = await self.client.pttl(text)
-            if ms > 0:
-                self._record(text[len(self.prefix) + 5:-1], ms / 1000)
-
-    def _received(self, data: bytes | str) -> None:
-        text = data.decode() if isinstance(data, bytes) else data
-        ms, _, key = text.partition(" ")
-        if ms.isdigit() and key:
-            self._record(key, int(ms) / 1000)
+        await self.follower.start()
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        await self.follower.close()
         await super().close()
         await self.client.aclose()

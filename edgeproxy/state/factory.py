@@ -59,10 +59,11 @@ def open_stores(config: Config) -> Stores:
                       MemorySubscriptionStore(config.presence.max_subscriptions), MemoryDialogStore())
     state = config.state
     client = connect(state.redis_url, sentinels=state.sentinels, master=state.sentinel_master)
+    listener = connect(state.redis_url, None, state.sentinels, state.sentinel_master)  # pub/sub waits unbounded
     prefix = state.key_prefix
     return Stores(RedisLocationStore(client, prefix), RedisNonceCounter(client, prefix),
                   file_users or RedisUserStore(client, prefix),
-                  RedisBanList(connect(state.redis_url, None, state.sentinels, state.sentinel_master), prefix, config.security.max_tracked),
+                  RedisBanList(listener, prefix, config.security.max_tracked),
                   RedisUpstreamStore(client, prefix), RedisPublicationStore(client, prefix),
-                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions),
+                  RedisSubscriptionStore(client, prefix, config.presence.max_subscriptions, listener=listener),
                   RedisDialogStore(client, prefix), client)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from edgeproxy.state.redis_store import connect
 from presence.publications import MemoryPublicationStore, Publication, PublicationStore
 from presence.redis_stores import RedisPublicationStore, RedisSubscriptionStore
 from presence.subscriptions import MemorySubscriptionStore, Subscription, SubscriptionStore
@@ -25,10 +27,16 @@ async def publications(request: pytest.FixtureRequest, clock: Clock) -> AsyncIte
         yield store
 
 
+def redis_subscriptions(url: str, clock: Clock, **kw: int) -> RedisSubscriptionStore:
+    return RedisSubscriptionStore(connect(url), clock=clock, listener=connect(url, None), **kw)
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def subscriptions(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SubscriptionStore]:
-    async for store in both_backends(request, lambda: MemorySubscriptionStore(max_subscriptions=3, clock=clock),
-                                     lambda client: RedisSubscriptionStore(client, max_subscriptions=3, clock=clock)):
+    async for store in both_backends(
+            request, lambda: MemorySubscriptionStore(max_subscriptions=3, clock=clock),
+            lambda client: redis_subscriptions(request.getfixturevalue("redis_server"), clock, max_subscriptions=3)):
+        await store.start()
         yield store
 
 
@@ -79,12 +87,50 @@ async def test_subscriptions_by_key_and_by_resource(subscriptions: SubscriptionS
 
 async def test_a_watched_resource_is_never_said_to_be_unwatched(subscriptions: SubscriptionStore,
                                                                clock: Clock) -> None:
+    """What lets a call's BLF skip a lookup must be sure; nobody subscribed is known at once."""
+    assert subscriptions.unwatched("alice@x|presence")
     one = sub("t1", clock)
     await subscriptions.put(one)
-    assert not subscriptions.unwatched("alice@x|presence")  # what lets BLF skip a lookup must be sure
+    assert not subscriptions.unwatched("alice@x|presence")
+    assert subscriptions.unwatched("carol@x|presence")
     await subscriptions.remove(one.key)
-    # the memory store knows its watchers; a shared store must ask (and says so)
+    # the memory store knows at once; a shared one keeps "maybe watched" until the subscription's end
     assert subscriptions.unwatched("alice@x|presence") is isinstance(subscriptions, MemorySubscriptionStore)
+    clock.now += 600 + 61
+    assert subscriptions.unwatched("alice@x|presence")
+
+
+async def test_every_instance_learns_which_resources_are_watched(redis_server: str, clock: Clock) -> None:
+    """Redis: an instance running when another one stores a subscription hears of it; one started later
+    loads it; one whose channel was cut is unsure (never "unwatched") until it has caught up again."""
+    async def soon(check: Callable[[], bool]) -> bool:
+        for _ in range(100):
+            if check():
+                return True
+            await asyncio.sleep(0.02)
+        return check()
+
+    await connect(redis_server).flushdb()
+    a, b = redis_subscriptions(redis_server, clock), redis_subscriptions(redis_server, clock)
+    await a.start()
+    await b.start()
+    try:
+        assert b.unwatched("alice@x|dialog")
+        await a.put(dataclasses.replace(sub("t1", clock), event="dialog"))
+        assert await soon(lambda: not b.unwatched("alice@x|dialog"))
+        late = redis_subscriptions(redis_server, clock)
+        await late.start()
+        assert not late.unwatched("alice@x|dialog") and late.unwatched("bob@x|dialog")
+        await late.close()
+        await connect(redis_server).client_kill_filter(_type="pubsub")
+        assert await soon(lambda: not b.follower.synced)
+        assert not b.unwatched("bob@x|dialog")  # unsure while cut off
+        assert await soon(lambda: b.follower.synced)
+        await a.put(dataclasses.replace(sub("t2", clock, resource="bob@x"), event="dialog"))
+        assert await soon(lambda: not b.unwatched("bob@x|dialog"))
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_expired_subscriptions_are_handed_out_once(subscriptions: SubscriptionStore, clock: Clock) -> None:
