@@ -31,12 +31,15 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from .errors import StoreError, StoreFull, redis_errors
 from .location import Binding, Change, by_q, live
 from .upstream import UpstreamRegistration
 from .users import Credentials
+
+log = structlog.get_logger(__name__)
 
 _CAS = """
 local cur = redis.call('GET', KEYS[1]) or ''
@@ -188,16 +191,23 @@ class RedisLocationStore:
             return _encode(written), _ttl_ms([b.expires_at for b in written], now)
 
         await self.records.update(self.key(aor), write)
+        await self._index(aor, replaced, written)
+        return by_q(written)
+
+    async def _index(self, aor: str, replaced: list[Binding], written: list[Binding]) -> None:
+        """The gauge's index follows the write; failing it must not fail a REGISTER that was stored."""
         kept = {f"{aor} {b.identity}": b.expires_at for b in written}
         gone = [m for m in (f"{aor} {b.identity}" for b in replaced) if m not in kept]
-        with redis_errors():
-            async with self.client.pipeline(transaction=False) as pipe:
-                if kept:
-                    pipe.zadd(self.index, kept)
-                if gone:
-                    pipe.zrem(self.index, *gone)
-                await pipe.execute()
-        return by_q(written)
+        try:
+            with redis_errors():
+                async with self.client.pipeline(transaction=False) as pipe:
+                    if kept:
+                        pipe.zadd(self.index, kept)
+                    if gone:
+                        pipe.zrem(self.index, *gone)
+                    await pipe.execute()
+        except StoreError as err:
+            log.warning("bindings index not updated", aor=aor, error=str(err))
 
     async def count(self) -> int:
         with redis_errors():
