@@ -7,8 +7,9 @@ SCAN in the request path):
   {prefix}loc:{<aor>}     string: JSON list of the AoR's bindings;
                           TTL = the latest binding expiry
   {prefix}locidx          sorted set: "<aor> <binding identity>" → its expiry, for
-                          the bindings gauge only (written after each location
-                          write, trimmed of expired members when counted)
+                          the bindings gauge only (the changes of the location writes
+                          sent in batches, at least once a second; trimmed of
+                          expired members when counted)
   {prefix}nc:{<nonce>}    string: highest digest nonce-count seen; TTL = nonce lifetime
   {prefix}user:{<name>}   hash: ha1_md5, ha1_sha256 (written by the operator)
   {prefix}up:{<aor>}      string: JSON of what the edge registered upstream for the
@@ -60,6 +61,7 @@ return 0
 
 CAS_ATTEMPTS = 8
 WRITTEN_CACHE = 50_000
+INDEX_BATCH = 1000  # bindings-index changes held at most before they are sent
 
 
 POOL_SIZE = 64  # connections per client; more concurrent commands wait for one (up to 2 s)
@@ -173,6 +175,11 @@ class RedisLocationStore:
         self.clock = clock
         self.records = CasRecords(client, "location record")
         self.index = f"{prefix}locidx"
+        # the gauge's index changes, sent in one batch a second (a write each would cost a
+        # round trip per REGISTER); a batch lost to an error heals: refreshes re-add, scores expire
+        self._indexed: dict[str, float] = {}
+        self._unindexed: set[str] = set()
+        self._index_sent = 0.0
 
     def key(self, aor: str) -> str:
         return f"{self.prefix}loc:{{{aor}}}"
@@ -191,25 +198,36 @@ class RedisLocationStore:
             return _encode(written), _ttl_ms([b.expires_at for b in written], now)
 
         await self.records.update(self.key(aor), write)
-        await self._index(aor, replaced, written)
+        kept = {f"{aor} {b.identity}": b.expires_at for b in written}
+        for member in (f"{aor} {b.identity}" for b in replaced):
+            if member not in kept:
+                self._unindexed.add(member)
+                self._indexed.pop(member, None)
+        self._unindexed.difference_update(kept)
+        self._indexed.update(kept)
+        if len(self._indexed) + len(self._unindexed) >= INDEX_BATCH or self.clock() - self._index_sent >= 1.0:
+            await self._send_index()
         return by_q(written)
 
-    async def _index(self, aor: str, replaced: list[Binding], written: list[Binding]) -> None:
-        """The gauge's index follows the write; failing it must not fail a REGISTER that was stored."""
-        kept = {f"{aor} {b.identity}": b.expires_at for b in written}
-        gone = [m for m in (f"{aor} {b.identity}" for b in replaced) if m not in kept]
+    async def _send_index(self) -> None:
+        """Failing it must not fail a REGISTER that was stored."""
+        added, removed = self._indexed, self._unindexed
+        self._indexed, self._unindexed, self._index_sent = {}, set(), self.clock()
+        if not (added or removed):
+            return
         try:
             with redis_errors():
                 async with self.client.pipeline(transaction=False) as pipe:
-                    if kept:
-                        pipe.zadd(self.index, kept)
-                    if gone:
-                        pipe.zrem(self.index, *gone)
+                    if added:
+                        pipe.zadd(self.index, added)
+                    if removed:
+                        pipe.zrem(self.index, *removed)
                     await pipe.execute()
         except StoreError as err:
-            log.warning("bindings index not updated", aor=aor, error=str(err))
+            log.warning("bindings index not updated", changes=len(added) + len(removed), error=str(err))
 
     async def count(self) -> int:
+        await self._send_index()
         with redis_errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.zremrangebyscore(self.index, "-inf", self.clock())
@@ -217,6 +235,7 @@ class RedisLocationStore:
                 return int((await pipe.execute())[1])
 
     async def close(self) -> None:
+        await self._send_index()
         await self.client.aclose()
 
 

@@ -145,6 +145,19 @@ async def test_redis_layout_has_ttl_and_hash_tag(redis_server: str, clock: Clock
     await store.close()
 
 
+async def test_redis_writes_survive_a_script_flush(redis_server: str, clock: Clock) -> None:
+    """A restarted Redis has lost the compare-and-set script: the write loads it again and goes through."""
+    client = connect(redis_server)
+    await client.flushdb()
+    store = RedisLocationStore(client, clock=clock)
+    await store.update("dave@x", lambda cur: [binding("sip:d@h", clock.now + 60)])
+    await client.script_flush()
+    await store.update("dave@x", lambda cur: cur + [binding("sip:d2@h", clock.now + 60)])
+    assert [b.contact for b in await store.lookup("dave@x")] == ["sip:d@h", "sip:d2@h"]
+    assert await store.count() == 2
+    await store.close()
+
+
 async def test_memory_store_is_bounded(clock: Clock) -> None:
     store = MemoryLocationStore(max_aors=2, clock=clock)
     for aor in ("a@x", "b@x"):
