@@ -176,3 +176,31 @@ def test_calls_through_two_workers_sharing_the_port(tmp_path: pathlib.Path, redi
             assert proxy.stop() == 0
     finally:
         backend.stop()
+
+
+def test_sighup_moves_new_calls_to_the_new_backend_without_failures(tmp_path: pathlib.Path) -> None:
+    """SIGHUP in the middle of a SIPp run, the backend list changed from A to B: no call fails, the calls up
+    at the reload end through A (their BYE follows the Record-Route), the ones after it go to B."""
+    from tests.helpers import eventually
+    from tests.integration.test_reload import reload_with
+
+    a_port, b_port = free_port(), free_port()
+    a = SippServer("uas_call.xml", a_port, tmp_path, "uas-a")
+    b = SippServer("uas_call.xml", b_port, tmp_path, "uas-b")
+    try:
+        with running_proxy(dispatcher_config([a_port])) as proxy:
+            time.sleep(1.0)  # first probe round
+            calls = start_sipp("uac_call.xml", f"127.0.0.1:{proxy.port}", 200, 40, tmp_path, timeout=60,
+                               extra=["-d", "1000"])
+            time.sleep(2.0)  # about 80 calls set up, 40 of them still up
+            reload_with(proxy, dispatcher_config([b_port]))
+            output, _ = calls.communicate(timeout=120)
+            assert call_counts(output) == (200, 0), output[-3000:]
+            assert eventually(lambda: a.successful() + b.successful() == 200, 5.0), (a.successful(), b.successful())
+            print(f"\nSIGHUP after 2 s of 200 calls (40/s, 1 s each): {a.successful()} ended through A, "
+                  f"{b.successful()} through B, 0 failed")
+            assert 40 <= a.successful() <= 160 and b.successful() >= 40
+            assert "Traceback" not in proxy.log.read_text()
+    finally:
+        a.stop()
+        b.stop()
