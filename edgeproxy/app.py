@@ -192,8 +192,8 @@ class EdgeProxy:
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
-        await self.stores.bans.start()
-        await self.stores.subscriptions.start()
+        # the shared tables each wait up to 5 s for Redis: together, not one after the other
+        await asyncio.gather(self.stores.bans.start(), self.stores.subscriptions.start())
         await self.transports.start()
         if self.worker is not None:
             link = WorkerLink(self.worker, self.process, self.transports.write_held, self.transports.table.reachable)

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from edgeproxy.state.errors import StoreError
 
@@ -22,14 +22,10 @@ MAX_REQUEST = 8192
 TIMEOUT = 5.0
 
 
-async def this_process_metrics() -> bytes:
-    return generate_latest()
-
-
 class OpsServer:
     def __init__(self, readiness: Callable[[], Awaitable[tuple[bool, str]]],
                  calls: Callable[[], Awaitable[list[dict[str, object]]]],
-                 metrics: Callable[[], Awaitable[bytes]] = this_process_metrics) -> None:
+                 metrics: Callable[[], Awaitable[bytes]]) -> None:
         self.readiness = readiness
         self.calls = calls
         self.metrics = metrics
