@@ -47,6 +47,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks import call_bench, presence_bench, register_bench
 from benchmarks.harness import (
+    AtRate,
     Server,
     climb,
     edgeproxy,
@@ -58,22 +59,12 @@ from benchmarks.harness import (
     report,
     run_sipp,
     sipp_users,
-    sustained,
 )
 
 
 @dataclass
-class Step:
-    rate: int
-    ok: int
-    failed: int
-    seconds: float
-    settled: float  # until all but 0.1 % of the operations were over
+class Step(AtRate):
     cpu: float  # seconds of the server's processes
-
-    @property
-    def passed(self) -> bool:
-        return sustained(self.ok, self.failed, self.settled, self.rate)
 
     @property
     def us(self) -> float:

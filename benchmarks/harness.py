@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,18 +89,21 @@ MAX_FAILED = 0.001  # a rate is sustained when at most 0.1 % of its calls failâ€
 MAX_SLOWDOWN = 1.25  # â€¦and all but 0.1 % of them are over within 25 % more than calls/rate (it kept up)
 
 
-def sustained(ok: int, failed: int, settled: float, rate: float) -> bool:
-    """`settled`: seconds until all but MAX_FAILED of the calls were over (one lost
-    datagram keeps SIPp waiting for its call's timeout: that is a failure, not a slowdown)."""
-    calls = ok + failed
-    return calls > 0 and failed <= MAX_FAILED * calls and settled <= MAX_SLOWDOWN * calls / rate
-
-
-class AtRate(Protocol):
+@dataclass
+class AtRate:
+    """One SIPp run at a fixed rate, as `climb` steps through them (subclasses add their CPU figures)."""
     rate: int
+    ok: int
+    failed: int
+    seconds: float
+    settled: float  # seconds until all but MAX_FAILED of the calls were over
 
     @property
-    def passed(self) -> bool: ...
+    def passed(self) -> bool:
+        """Sustained: few enough failures, and over in time by `settled` (one lost datagram keeps
+        SIPp waiting for its call's timeout: that is a failure, not a slowdown)."""
+        calls = self.ok + self.failed
+        return calls > 0 and self.failed <= MAX_FAILED * calls and self.settled <= MAX_SLOWDOWN * calls / self.rate
 
 
 R = TypeVar("R", bound=AtRate)

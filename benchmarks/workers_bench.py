@@ -28,6 +28,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.call_bench import uas
 from benchmarks.harness import (
+    AtRate,
     climb,
     cpu_seconds,
     descendants,
@@ -36,24 +37,14 @@ from benchmarks.harness import (
     redis_server,
     report,
     run_sipp,
-    sustained,
 )
 
 
 @dataclass
-class Run:
-    rate: int
-    ok: int
-    failed: int
-    seconds: float
-    settled: float  # until all but 0.1 % of the calls were over
+class Run(AtRate):
     proxy_cpu: float  # seconds
     sipp_cpu: float  # seconds, UAC and UAS
     redis_cpu: float  # seconds
-
-    @property
-    def passed(self) -> bool:
-        return sustained(self.ok, self.failed, self.settled, self.rate)
 
     def row(self, workers: int) -> str:
         busy = self.seconds or 1.0
