@@ -126,7 +126,7 @@ class RedisSubscriptionStore:
                 pipe.pexpire(self._watch(sub.watched), ttl_ms, gt=True)
                 pipe.pexpire(self._watch(sub.watched), ttl_ms, nx=True)
                 pipe.zadd(self.expiries, {sub.key: sub.expires_at})
-                pipe.publish(self.follower.channel, self.follower.message(sub.watched, ttl_ms))
+                self.follower.share(pipe, sub.watched, ttl_ms)
                 await pipe.execute()
         self._record(sub.watched, ttl_ms / 1000)
 

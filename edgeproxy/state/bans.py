@@ -107,7 +107,7 @@ class RedisBanList(MemoryBanList):
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.key(key), reason, px=ms)
-                pipe.publish(self.follower.channel, self.follower.message(key, ms))
+                self.follower.share(pipe, key, ms)
                 await pipe.execute()
         except RedisError as err:
             log.warning("ban not shared", key=key, error=str(err))

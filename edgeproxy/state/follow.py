@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
@@ -35,8 +36,9 @@ class Follower:
         self._loaded = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
 
-    def message(self, key: str, ms: int) -> str:
-        return f"{ms} {key}"
+    def share(self, pipe: Pipeline, key: str, ms: int) -> None:
+        """Queue, with the writer's own commands, the message that tells every follower of `key`."""
+        pipe.publish(self.channel, f"{ms} {key}")
 
     async def start(self, timeout: float = 5.0) -> None:
         """Follow the channel (until close); return once loaded, or after `timeout` without Redis."""

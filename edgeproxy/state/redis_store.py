@@ -198,16 +198,20 @@ class RedisLocationStore:
             return _encode(written), _ttl_ms([b.expires_at for b in written], now)
 
         await self.records.update(self.key(aor), write)
-        kept = {f"{aor} {b.identity}": b.expires_at for b in written}
-        for member in (f"{aor} {b.identity}" for b in replaced):
-            if member not in kept:
-                self._unindexed.add(member)
-                self._indexed.pop(member, None)
-        self._unindexed.difference_update(kept)
-        self._indexed.update(kept)
+        self._note_index(aor, replaced, written)
         if len(self._indexed) + len(self._unindexed) >= INDEX_BATCH or self.clock() - self._index_sent >= 1.0:
             await self._send_index()
         return by_q(written)
+
+    def _note_index(self, aor: str, replaced: list[Binding], written: list[Binding]) -> None:
+        """The written bindings in the index with their expiry, the replaced ones not written again out."""
+        kept = {f"{aor} {b.identity}": b.expires_at for b in written}
+        gone = {f"{aor} {b.identity}" for b in replaced}.difference(kept)
+        for member in gone:
+            self._indexed.pop(member, None)
+        self._unindexed.difference_update(kept)
+        self._unindexed.update(gone)
+        self._indexed.update(kept)
 
     async def _send_index(self) -> None:
         """Failing it must not fail a REGISTER that was stored."""
