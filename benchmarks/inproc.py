@@ -16,8 +16,9 @@ import sys
 import time
 import tomllib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 ROOT = str(pathlib.Path(__file__).resolve().parent.parent) + "/"
 sys.path.insert(0, ROOT)
@@ -74,23 +75,58 @@ class Steps:
         self.seconds[step] += time.perf_counter() - start
 
 
+class VirtualClock(asyncio.SelectorEventLoop):
+    """An event loop whose clock `repeat` moves on by 1/rate per operation: the
+    transactions' timers fire (and finished transactions leave their tables) as they
+    would at that rate, however fast the bench runs, so the steady state is measured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def run_virtual(main: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=VirtualClock) as runner:
+        runner.run(main)
+
+
 async def repeat(operation: Callable[[int], None], count: int, warmup: int, steps: Steps, what: str,
-                 opcodes: bool = False, profiler: cProfile.Profile | None = None) -> None:
-    """`operation(n)` for `warmup` numbers, then for `count` more, measured (the event loop
-    turns every 100 so the transactions' timers work as in production); prints µs per
-    operation in on_message, per step, and the process CPU; bytecodes when asked."""
+                 opcodes: bool = False, profiler: cProfile.Profile | None = None, rate: float = 1000.0) -> None:
+    """`operation(n)` for `warmup` numbers, then for `count` more, measured; between two,
+    the clock moves on by 1/rate and the loop turns, so timers run as in production.
+    Prints µs per operation in on_message, per step, in the timers, and of process CPU;
+    bytecodes when asked."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualClock), "run me with inproc.run_virtual"
+    edge = steps.instance.edge
+    tick = edge._on_tick
+    timers = [0.0]
+
+    def timed_tick() -> None:
+        start = time.perf_counter()
+        tick()
+        timers[0] += time.perf_counter() - start
+
+    edge._on_tick = timed_tick  # type: ignore[method-assign]
+    step = 1.0 / rate
     for n in range(warmup):
         operation(n)
+        loop.now += step
+        await asyncio.sleep(0)
     steps.seconds = [0.0] * len(steps.names)
+    timers[0] = 0.0
     counts: collections.Counter[str] = collections.Counter()
     if opcodes:
         count_opcodes(counts)
     if profiler is not None:
         profiler.enable()
     cpu = time.process_time()
-    for batch in range(warmup, warmup + count, 100):
-        for n in range(batch, min(batch + 100, warmup + count)):
-            operation(n)
+    for n in range(warmup, warmup + count):
+        operation(n)
+        loop.now += step
         await asyncio.sleep(0)
     cpu = time.process_time() - cpu
     sys.settrace(None)
@@ -98,9 +134,11 @@ async def repeat(operation: Callable[[int], None], count: int, warmup: int, step
         profiler.disable()
     if opcodes:
         print_opcodes(counts, count, what)
-    print(f"{count} {what}s: {sum(steps.seconds) * 1e6 / count:.1f} µs per {what} in on_message "
-          f"({cpu * 1e6 / count:.1f} µs per {what} of process CPU, the driver's side included)")
-    print("  " + ", ".join(f"{name} {t * 1e6 / count:.1f}" for name, t in zip(steps.names, steps.seconds)))
+    print(f"{count} {what}s at {rate:g}/s of virtual time: {(sum(steps.seconds) + timers[0]) * 1e6 / count:.1f} µs "
+          f"per {what} in on_message and the timers ({cpu * 1e6 / count:.1f} µs per {what} of process CPU, "
+          "the driver's side included)")
+    print("  " + ", ".join(f"{name} {t * 1e6 / count:.1f}" for name, t in zip(steps.names, steps.seconds))
+          + f", timers {timers[0] * 1e6 / count:.1f}")
 
 
 def count_opcodes(counts: collections.Counter[str]) -> None:

@@ -17,11 +17,9 @@ import pathlib
 import sys
 import tempfile
 
-import uvloop
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from inproc import Steps, repeat, start
+from inproc import Steps, repeat, run_virtual, start
 
 from registrar.digest import hexdigest
 
@@ -84,7 +82,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--opcodes", action="store_true", help="count the bytecodes per registration, by function")
     args = ap.parse_args()
-    uvloop.run(run(args.registrations, args.warmup, args.opcodes))
+    run_virtual(run(args.registrations, args.warmup, args.opcodes))
 
 
 if __name__ == "__main__":

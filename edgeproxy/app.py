@@ -127,7 +127,7 @@ class EdgeProxy:
         self.worker = worker
         self.loop = asyncio.get_running_loop()
         self.transactions = TransactionLayer(config.limits.max_transactions, config.limits.max_transactions_per_source,
-                                             config.limits.transaction_wait)
+                                             config.limits.transaction_wait, TICK)
         self.transports = TransportManager(config, self.on_message)
         self.pinger = NatPinger(config.keepalive.mode, config.keepalive.interval, config.keepalive.max_targets,
                                 self.transports.send, self._our_udp_address, config.server.user_agent)
@@ -772,6 +772,8 @@ class EdgeProxy:
             elif isinstance(action, Timeout):
                 self._timed_out(action.txn)
             elif isinstance(action, Terminated):
+                if self.proxy is not None:
+                    self.proxy.ended(action.txn)
                 action.txn.context = None  # breaks txn ↔ branch ↔ proxy context cycles: no GC needed
         self._schedule()
 
@@ -839,9 +841,9 @@ class EdgeProxy:
         try:
             if self.proxy is not None:
                 self.proxy.expire(now)
-            deadline = self.transactions.deadline
-            if deadline is not None and deadline <= now:
-                self._run(self.transactions.expire(now))
+            actions = self.transactions.expire(now)
+            if actions:
+                self._run(actions)
         except Exception:
             log.exception("timer handling failed")
         self._schedule()

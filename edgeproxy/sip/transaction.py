@@ -69,8 +69,8 @@ WAIT = 64 * T1  # RFC 3261/6026: how long a finished transaction absorbs retrans
 
 
 class Transaction(Abstract):
-    __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "reply_to", "request", "state",
-                 "timers", "wait")
+    __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "reply_to", "request", "slot",
+                 "state", "timers", "wait")
 
     def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None,
                  wait: float = WAIT) -> None:
@@ -87,6 +87,7 @@ class Transaction(Abstract):
         self.last_response: Response | None = None
         self.context: Any = None  # free for the transaction user
         self.reply_to: Any = None  # free for the transport user: where its messages go, once worked out
+        self.slot = -1  # the TransactionLayer's timer wheel slot this transaction is queued in
 
     @property
     def deadline(self) -> float | None:

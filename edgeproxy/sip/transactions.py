@@ -3,8 +3,6 @@ bounds and timers for every transaction of one element, sans-IO."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from typing import Any
 
 from .errors import SipError
@@ -55,7 +53,10 @@ class TransactionLayer:
     address), so one client cannot fill the table for everyone.
     """
 
-    def __init__(self, max_transactions: int = 50_000, max_per_origin: int = 0, wait: float = WAIT) -> None:
+    def __init__(self, max_transactions: int = 50_000, max_per_origin: int = 0, wait: float = WAIT,
+                 resolution: float = 0.02) -> None:
+        """`resolution`: the width of one slot of the timer wheel (seconds); the element
+        calls `expire` about that often."""
         self.max_transactions = max_transactions
         self.wait = wait  # see Transaction: Timers J, L, M
         self.max_per_origin = max_per_origin
@@ -63,8 +64,13 @@ class TransactionLayer:
         self._per_origin: dict[str, int] = {}
         self.server: dict[Key, ServerTransaction] = {}
         self.client: dict[Key, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction]] = []
-        self._seq = itertools.count()
+        # timer wheel: slot number (deadline // resolution) → the transactions due in it. A
+        # transaction is queued in one slot at a time (`Transaction.slot`); an entry left in
+        # an older slot after its deadline moved is skipped. O(1) per change, where a heap
+        # of every live transaction paid a cache miss per level on each push and pop.
+        self.resolution = resolution
+        self._slots: dict[int, list[Transaction]] = {}
+        self._next_slot = 0  # every slot before it has been run
 
     def __len__(self) -> int:
         return len(self.server) + len(self.client)
@@ -155,23 +161,40 @@ class TransactionLayer:
     # -- time --------------------------------------------------------------
     @property
     def deadline(self) -> float | None:
-        heap = self._heap
-        while heap and heap[0][2].deadline != heap[0][0]:
-            heapq.heappop(heap)  # stale: the timer moved or stopped
-        return heap[0][0] if heap else None
+        """The earliest timer of any transaction (for callers that step time exactly)."""
+        for number in sorted(self._slots):
+            due = [txn.deadline for txn in self._slots[number] if txn.slot == number]
+            if due:
+                return min(due)  # type: ignore[type-var]  # queued transactions have timers
+        return None
 
     def expire(self, now: float) -> list[Action]:
+        """Fire every timer due by `now`."""
         actions: list[Action] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            when, _, txn = heapq.heappop(heap)
-            if txn.deadline == when:
+        slots = self._slots
+        last = int(now / self.resolution)
+        for number in range(self._next_slot, last + 1):
+            queued = slots.pop(number, None)
+            if queued is None:
+                continue
+            waiting = []
+            for txn in queued:
+                if txn.slot != number:
+                    continue  # its deadline moved: it is queued elsewhere
+                if number == last and min(txn.timers.values()) > now:
+                    waiting.append(txn)  # later in the current slot
+                    continue
+                txn.slot = -1
                 actions += self._track(txn, txn.expire(now))
+            if waiting:
+                slots.setdefault(number, []).extend(waiting)
+        self._next_slot = max(self._next_slot, last)
         return actions
 
     def _track(self, txn: Transaction, actions: list[Action]) -> list[Action]:
         """After every event: a finished transaction leaves its table, a live one's next deadline is queued."""
         if txn.state is State.TERMINATED:
+            txn.slot = -1
             table: dict[Key, Any] = self.server if isinstance(txn, ServerTransaction) else self.client
             if table.get(txn.key) is txn:
                 del table[txn.key]
@@ -180,5 +203,14 @@ class TransactionLayer:
             if not any(isinstance(a, Terminated) for a in actions):
                 actions.append(Terminated(txn))
         elif txn.timers:
-            heapq.heappush(self._heap, (min(txn.timers.values()), next(self._seq), txn))
+            number = max(int(min(txn.timers.values()) / self.resolution), self._next_slot)
+            if number != txn.slot:
+                txn.slot = number
+                queued = self._slots.get(number)
+                if queued is None:
+                    self._slots[number] = [txn]
+                else:
+                    queued.append(txn)
+        else:
+            txn.slot = -1  # waiting on nothing: an entry left in the wheel is stale
         return actions

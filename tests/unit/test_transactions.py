@@ -302,3 +302,16 @@ def test_rfc2543_matching_without_magic_cookie() -> None:
     layer = TransactionLayer()
     layer.receive_request(a, False, 0.0)
     assert layer.receive_request(b, False, 0.1) == []  # same transaction: a retransmission
+
+
+def test_a_transaction_ended_early_leaves_no_timer_behind() -> None:
+    """A transport error or an abandoned branch ends a transaction whose timers are queued:
+    the tick that reaches their slot finds nothing to do (and no error)."""
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS", branch="z9hG4bKgone"), False, 0.0)
+    layer.send_request(request("OPTIONS", branch="z9hG4bKleft"), False, 0.0)
+    gone = layer.client[("z9hG4bKgone", "OPTIONS")]
+    assert kinds(layer.transport_error(gone)) == ["Timeout", "Terminated"]
+    layer.abandon(layer.client[("z9hG4bKleft", "OPTIONS")])
+    assert layer.expire(T1) == [] and layer.expire(64 * T1) == []
+    assert len(layer) == 0 and layer.deadline is None
