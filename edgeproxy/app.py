@@ -231,6 +231,7 @@ class EdgeProxy:
             host, port = self.proxy.identity.via_host("udp")
             self.prober = Prober(self.backends, host, port, self.proxy.identity.advertise,
                                  self.proxy.identity.user_agent)
+            self.backends.on_suspect = self._probe_now
             self._probe_task = self.loop.create_task(self._probing())
 
     def reload(self, config: Config) -> None:
@@ -314,16 +315,25 @@ class EdgeProxy:
         while True:
             await self._resolve_backends()
             for probe, req in self.prober.round():
-                hop = probe.backend.hop
-                target = Target(hop.transport, (hop.host, hop.port))
-                try:
-                    txn, actions = self.transactions.start_client(req, hop.transport in ("tcp", "tls"),
-                                                                  self.loop.time(), target)
-                except SipError:
-                    continue
-                txn.context = probe
-                self._run(actions)
+                self._send_probe(probe, req)
             await asyncio.sleep(self.config.dispatcher.probe_interval)
+
+    def _probe_now(self, backend: Backend) -> None:
+        assert self.prober is not None
+        pending = self.prober.probe_now(backend)
+        if pending is not None:
+            self._send_probe(*pending)
+
+    def _send_probe(self, probe: Probe, req: Request) -> None:
+        hop = probe.backend.hop
+        target = Target(hop.transport, (hop.host, hop.port))
+        try:
+            txn, actions = self.transactions.start_client(req, hop.transport in ("tcp", "tls"), self.loop.time(),
+                                                          target)
+        except SipError:
+            return  # the table is full: the next round tries again
+        txn.context = probe
+        self._run(actions)
 
     async def _resolve_backends(self) -> None:
         """Backends named by host name: locate them (RFC 3263, cached for the records' TTL)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
@@ -58,7 +58,9 @@ class BackendSet:
 
     Health moves with probes: `down_after` failed probes in a row take a
     backend out, `up_after` good ones bring it back; a call that times out
-    on a backend puts it to PROBING at once.
+    on a backend puts it to PROBING at once, and `on_suspect` hears of it (the
+    app probes it then: one lost answer must not keep calls off a live backend
+    until the next round).
     """
 
     def __init__(self, backends: Iterable[Backend], algorithm: str = "round-robin", down_after: int = 2,
@@ -71,6 +73,7 @@ class BackendSet:
         self.up_after = up_after
         self._rr = itertools.count()
         self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
+        self.on_suspect: Callable[[Backend], None] = lambda backend: None
         self._export(())
 
     def __bool__(self) -> bool:
@@ -145,6 +148,7 @@ class BackendSet:
         backend.successes = 0
         if backend.health is Health.UP:
             _set_health(backend, Health.PROBING, "call timed out")
+            self.on_suspect(backend)
 
     def find(self, uri: str) -> Backend | None:
         return next((b for b in self.backends if b.uri == uri), None)

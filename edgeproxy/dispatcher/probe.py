@@ -2,6 +2,7 @@
 
 Every `interval` the app calls `round()`: a probe still unanswered from the
 previous round counts as a failure, and a new OPTIONS goes to each backend.
+`probe_now` probes one backend between rounds (a call just timed out on it).
 Any answer below 500 means alive (a 404 to OPTIONS is still an answer).
 """
 
@@ -38,12 +39,19 @@ class Prober:
             if not probe.answered:
                 self.backends.probe_result(probe.backend, False)
         self.outstanding = {}
-        out = []
-        for backend in self.backends.backends:
-            probe = Probe(backend)
-            self.outstanding[backend.uri] = probe
-            out.append((probe, self._options(backend)))
-        return out
+        return [self._probe(backend) for backend in self.backends.backends]
+
+    def probe_now(self, backend: Backend) -> tuple[Probe, Request] | None:
+        """A probe for this backend at once, unless one is still waiting for its answer."""
+        last = self.outstanding.get(backend.uri)
+        if last is not None and not last.answered:
+            return None
+        return self._probe(backend)
+
+    def _probe(self, backend: Backend) -> tuple[Probe, Request]:
+        probe = Probe(backend)
+        self.outstanding[backend.uri] = probe
+        return probe, self._options(backend)
 
     def answered(self, probe: Probe, resp: Response) -> None:
         if probe.answered or resp.status < 200:

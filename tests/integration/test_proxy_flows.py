@@ -156,6 +156,33 @@ def test_timer_c_cancels_a_branch_that_only_rings() -> None:
         assert status_of(pbx.recv()) == 487
 
 
+def test_a_backend_that_missed_one_call_is_probed_at_once_and_keeps_getting_calls() -> None:
+    """One unanswered INVITE takes the only backend out of rotation, but it is probed right
+    then: once it answers, calls reach it again, long before the next probe round."""
+    backend = UA("127.0.0.5", "pbx")
+    config = (f'[dispatcher]\nprobe_interval = 60.0\nbranch_timeout = 0.5\n'
+              f'[[dispatcher.backends]]\nuri = "sip:127.0.0.5:{backend.port}"\n')
+    with running_proxy(config) as proxy:
+        caller = UA("127.0.0.3", "bob")
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "lost-1"), proxy.port)
+        request = backend.recv()
+        while method_of(request) != "INVITE":  # the first round's probe
+            backend.reply(request, "200 OK")
+            request = backend.recv()
+        assert status_of(caller.recv()) == 408  # nobody answered within branch_timeout
+        started = time.monotonic()
+        while method_of(request) != "OPTIONS":  # the INVITE's retransmissions, then the probe
+            request = backend.recv()
+        assert time.monotonic() - started < 5  # not the 60 s of the next round
+        backend.reply(request, "200 OK")
+        time.sleep(0.2)
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "lost-2", branch="z9hG4bKinv2"), proxy.port)
+        request = backend.recv()
+        assert method_of(request) == "INVITE" and b"lost-2" in request
+        backend.reply(request, "200 OK", "b2")
+        assert status_of(caller.recv()) == 200
+
+
 def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:
     import signal
 

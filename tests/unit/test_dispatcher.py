@@ -74,6 +74,23 @@ def test_health_from_probes_and_calls() -> None:
     assert all(s.select(call()) is s.backends[1] for _ in range(4))
 
 
+def test_a_timed_out_call_has_its_backend_probed_at_once() -> None:
+    s = BackendSet(backends(1), up_after=1)
+    prober = Prober(s, "127.0.0.1", 5060, "edge.example.com")
+    b = s.backends[0]
+    suspects: list[Backend] = []
+    s.on_suspect = suspects.append
+    s.call_failed(b)
+    s.call_failed(b)  # already probing: nothing new to say
+    assert suspects == [b] and b.health is Health.PROBING and s.select(call()) is None
+    pending = prober.probe_now(b)
+    assert pending is not None and pending[1].method == "OPTIONS" and pending[1].uri_text == b.uri
+    assert prober.probe_now(b) is None  # one probe in flight at a time
+    prober.answered(pending[0], make_response(pending[1], 200))
+    assert b.health is Health.UP and s.select(call()) is b
+    assert prober.probe_now(b) is not None
+
+
 def test_prober_scores_silence_and_answers() -> None:
     s = BackendSet(backends(1, 1), down_after=1)
     prober = Prober(s, "127.0.0.1", 5060, "edge.example.com")
