@@ -28,6 +28,7 @@ Notify = tuple[Subscription, Request]
 Party = tuple[str, str, str, str, str]  # see PresenceService._parties_of
 BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
 MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
+MAX_PARTY_PAIRS = 8192  # (caller, callee) URI pairs whose parties are remembered (the table starts afresh when full)
 _NO_CALLS: dict[str, DialogState] = {}  # read-only: an entity with no call in progress
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
 
@@ -54,7 +55,8 @@ class PresenceService:
         self.is_local = is_local
         # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
         self.calls: dict[str, dict[str, DialogState]] = {}
-        self._parties: dict[str, list[Party]] = {}  # Call-ID → our parties in it
+        self._parties: dict[str, tuple[Party, ...]] = {}  # Call-ID → our parties in it
+        self._parties_by_uris: dict[tuple[str, str], tuple[Party, ...]] = {}  # see _parties_of
         self.notify_interval = notify_interval
         self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
         self._held: dict[str, float] = {}  # subscription key → when its held-back NOTIFY is due
@@ -183,7 +185,7 @@ class PresenceService:
         return self._lamps(req.call_id, self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee)),
                            "terminated")
 
-    def _lamps(self, call_id: str, parties: list[Party], state: str) -> list[str]:
+    def _lamps(self, call_id: str, parties: tuple[Party, ...], state: str) -> list[str]:
         if state == "terminated":
             self._parties.pop(call_id, None)
         changed: list[str] = []
@@ -223,16 +225,24 @@ class PresenceService:
                 self._forget(entity, call_id)
         return out
 
-    def _parties_of(self, caller: NameAddr, callee: NameAddr) -> list[Party]:
+    def _parties_of(self, caller: NameAddr, callee: NameAddr) -> tuple[Party, ...]:
         """(entity, its dialog watchers' key, direction, local URI, remote URI) for each party of
-        ours, worked out once per call from its INVITE's From and To (a BYE may come from either side)."""
+        ours, worked out once per call from its INVITE's From and To (a BYE may come from either side);
+        the same two users call each other again and again, so the answer is kept by their URIs."""
+        key = (caller.uri_text, callee.uri_text)
+        known = self._parties_by_uris.get(key)
+        if known is not None:
+            return known
         out = []
         for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
             uri = me.uri
             if uri.is_sip and uri.user and self.is_local(uri.host):
                 entity = aor_of(uri, self.domain_of)
                 out.append((entity, resource_key(entity, "dialog"), direction, me.uri_text, other.uri_text))
-        return out
+        if len(self._parties_by_uris) >= MAX_PARTY_PAIRS:
+            self._parties_by_uris.clear()
+        known = self._parties_by_uris[key] = tuple(out)
+        return known
 
     # -- NOTIFY ----------------------------------------------------------------------------
     async def expire(self) -> list[Notify]:
