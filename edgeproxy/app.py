@@ -51,7 +51,6 @@ from edgeproxy.sip import (
     make_response,
     parse_message,
     parse_uri,
-    validate,
 )
 from edgeproxy.sip.destinations import default_port, response_address, stamp_received
 from edgeproxy.sip.headers import shared_name_addr
@@ -70,7 +69,13 @@ from edgeproxy.sip.transaction import (
 )
 from edgeproxy.sip.transactions import TransactionLayer
 from edgeproxy.sip.uri import URI
-from edgeproxy.sip.validate import check_forwardable, decrement_max_forwards, require_extensions
+from edgeproxy.sip.validate import (
+    check_forwardable,
+    check_request,
+    check_response,
+    decrement_max_forwards,
+    require_extensions,
+)
 from edgeproxy.state.dialogs import CallRecorder
 from edgeproxy.state.errors import StoreError, store_unavailable
 from edgeproxy.state.factory import Stores, open_stores
@@ -442,33 +447,30 @@ class EdgeProxy:
         """Handle a message here (also a response a sibling worker handed over)."""
         start = time.perf_counter()
         try:
-            self._receive(data, source)
+            msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
+            try:
+                self._handle(msg, source)
+            except SipError as err:
+                if err.message is None:
+                    err.message = msg  # whatever failed, the request itself is answerable
+                raise
         except SipError as err:
             self._refuse(err, source)
         except Exception:  # a bug must cost one message, never the process
             log.exception("unhandled error", **about(None, source))
         MESSAGE_SECONDS.observe(time.perf_counter() - start)
 
-    def _receive(self, data: bytes, source: Source) -> None:
-        msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
-        try:
-            self._handle(msg, source)
-        except SipError as err:
-            if err.message is None:
-                err.message = msg  # whatever failed, the request itself is answerable
-            raise
-
     def _handle(self, msg: Request | Response, source: Source) -> None:
         now = self.loop.time()
         if isinstance(msg, Response):
-            validate(msg)
+            check_response(msg)  # a SipError raised in here gets msg attached by `process`
             count_response(msg.status)
             self._run(self.transactions.receive_response(msg, now))
             return
         if self.guard.scanners is not None and self._scanner(msg):
             return
         stamp_received(msg, source.remote[0], source.remote[1])
-        validate(msg)
+        check_request(msg)
         count_request(msg.method)
         if source.connection is not None and "alias" in msg.top_via.params:
             # RFC 5923: requests toward the sent-by may reuse this connection
@@ -513,7 +515,7 @@ class EdgeProxy:
     # -- the transaction user ------------------------------------------------------
     def _handle_request(self, txn: ServerTransaction | None, req: Request) -> None:
         if txn is None:
-            return  # an ACK that matched no transaction (handled in _receive)
+            return  # an ACK that matched no transaction (handled in _handle)
         if req.to.tag is None and req.has("Route"):
             # a preloaded Route to us (a phone's outbound proxy setting) only brought the
             # request here: without it, REGISTER, PUBLISH, SUBSCRIBE are ours to answer
