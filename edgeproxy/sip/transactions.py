@@ -173,7 +173,10 @@ class TransactionLayer:
         actions: list[Action] = []
         slots = self._slots
         last = int(now / self.resolution)
-        for number in range(self._next_slot, last + 1):
+        due = range(self._next_slot, last + 1)
+        if len(due) > len(slots):  # after a quiet spell: only the slots that hold something
+            due = sorted(number for number in slots if number <= last)  # type: ignore[assignment]
+        for number in due:
             queued = slots.pop(number, None)
             if queued is None:
                 continue

@@ -315,3 +315,17 @@ def test_a_transaction_ended_early_leaves_no_timer_behind() -> None:
     layer.abandon(layer.client[("z9hG4bKleft", "OPTIONS")])
     assert layer.expire(T1) == [] and layer.expire(64 * T1) == []
     assert len(layer) == 0 and layer.deadline is None
+
+
+def test_timers_after_a_quiet_day() -> None:
+    """The clock jumps a day between two transactions (nothing open in between): the
+    next one's timers fire on time, and the slots of the quiet day are not walked one by one."""
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS", branch="z9hG4bKmorning"), False, 0.0)
+    assert sent(layer.expire(T1)) == ["OPTIONS"]
+    run_until(layer, 100.0)
+    assert len(layer) == 0
+    day = 86_400.0
+    layer.send_request(request("OPTIONS", branch="z9hG4bKnext"), False, day)
+    assert layer.expire(day + T1 / 2) == []
+    assert sent(layer.expire(day + T1)) == ["OPTIONS"]
