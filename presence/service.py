@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from edgeproxy.sip import Request, Response, SipError, make_response
+from edgeproxy.sip import Request, Response, SipError, make_response, parse_uri
 from edgeproxy.sip.headers import NameAddr
 from edgeproxy.sip.ids import new_tag
+from edgeproxy.sip.memo import parsed_once
 from edgeproxy.state.dialogs import DialogStore
 from edgeproxy.transport.base import Source
 from registrar.bindings import ExpiryPolicy, aor_of
@@ -28,7 +29,6 @@ Notify = tuple[Subscription, Request]
 Party = tuple[str, str, str, str, str]  # see PresenceService._parties_of
 BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
 MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
-MAX_PARTY_PAIRS = 8192  # (caller, callee) URI pairs whose parties are remembered (the table starts afresh when full)
 _NO_CALLS: dict[str, DialogState] = {}  # read-only: an entity with no call in progress
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
 
@@ -56,7 +56,7 @@ class PresenceService:
         # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
         self.calls: dict[str, dict[str, DialogState]] = {}
         self._parties: dict[str, tuple[Party, ...]] = {}  # Call-ID → our parties in it
-        self._parties_by_uris: dict[tuple[str, str], tuple[Party, ...]] = {}  # see _parties_of
+        self._parties_by_uris = parsed_once(self._parties_for)  # see _parties_of
         self.notify_interval = notify_interval
         self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
         self._held: dict[str, float] = {}  # subscription key → when its held-back NOTIFY is due
@@ -229,20 +229,17 @@ class PresenceService:
         """(entity, its dialog watchers' key, direction, local URI, remote URI) for each party of
         ours, worked out once per call from its INVITE's From and To (a BYE may come from either side);
         the same two users call each other again and again, so the answer is kept by their URIs."""
-        key = (caller.uri_text, callee.uri_text)
-        known = self._parties_by_uris.get(key)
-        if known is not None:
-            return known
+        return self._parties_by_uris((caller.uri_text, callee.uri_text))
+
+    def _parties_for(self, uris: tuple[str, str]) -> tuple[Party, ...]:
+        caller, callee = uris
         out = []
         for me, other, direction in ((caller, callee, "initiator"), (callee, caller, "recipient")):
-            uri = me.uri
+            uri = parse_uri(me)
             if uri.is_sip and uri.user and self.is_local(uri.host):
                 entity = aor_of(uri, self.domain_of)
-                out.append((entity, resource_key(entity, "dialog"), direction, me.uri_text, other.uri_text))
-        if len(self._parties_by_uris) >= MAX_PARTY_PAIRS:
-            self._parties_by_uris.clear()
-        known = self._parties_by_uris[key] = tuple(out)
-        return known
+                out.append((entity, resource_key(entity, "dialog"), direction, me, other))
+        return tuple(out)
 
     # -- NOTIFY ----------------------------------------------------------------------------
     async def expire(self) -> list[Notify]:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-def parsed_once(parse: Callable[[str], T], limit: int = 8192) -> Callable[[str], T]:
-    """`parse` memoised by text in a table of at most `limit` entries that starts afresh
+def parsed_once(parse: Callable[[K], T], limit: int = 8192) -> Callable[[K], T]:
+    """`parse` memoised by its argument (a text, or a tuple of texts) in a table of at most `limit` entries that starts afresh
     when full: a flood of distinct texts costs a bounded table, never growth. Failures
     are not kept (they raise every time). The values are shared: never change one."""
-    table: dict[str, T] = {}
+    table: dict[K, T] = {}
     get = table.get
 
     @functools.wraps(parse)
-    def once(text: str) -> T:
+    def once(text: K) -> T:
         value = get(text)
         if value is None:
             value = parse(text)
