@@ -112,10 +112,14 @@ async def repeat(operation: Callable[[int], None], count: int, warmup: int, step
 
     edge._on_tick = timed_tick  # type: ignore[method-assign]
     step = 1.0 / rate
-    for n in range(warmup):
-        operation(n)
-        loop.now += step
-        await asyncio.sleep(0)
+
+    async def run(numbers: range) -> None:
+        for n in numbers:
+            operation(n)
+            loop.now += step
+            await asyncio.sleep(0)
+
+    await run(range(warmup))
     steps.seconds = [0.0] * len(steps.names)
     timers[0] = 0.0
     counts: collections.Counter[str] = collections.Counter()
@@ -124,10 +128,7 @@ async def repeat(operation: Callable[[int], None], count: int, warmup: int, step
     if profiler is not None:
         profiler.enable()
     cpu = time.process_time()
-    for n in range(warmup, warmup + count):
-        operation(n)
-        loop.now += step
-        await asyncio.sleep(0)
+    await run(range(warmup, warmup + count))
     cpu = time.process_time() - cpu
     sys.settrace(None)
     if profiler is not None:

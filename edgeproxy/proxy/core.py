@@ -362,7 +362,7 @@ class ProxyCore:
         branch = self._invites.get(key)
         if branch is None or branch.final is not None or branch.txn is None:
             return  # answered
-        if branch.timer_c > now:  # a provisional pushed it later (or this entry is a stale one)
+        if branch.timer_c > now:  # a provisional pushed it later: its one entry moves with it
             heapq.heappush(self._timer_c_moved, (branch.timer_c, key))
         elif branch.provisional and not branch.cancelled:
             self._cancel_branch(branch)
