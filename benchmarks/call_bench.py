@@ -4,10 +4,13 @@
 
 SIPp UAC → proxy → SIPp UAS (INVITE/100/180/200/ACK/BYE/200, Record-Route
 honoured). Kamailio runs the equivalent configuration: stateful t_relay
-with record_route, loose routing for in-dialog requests, one UDP worker.
-edgeproxy runs its embedded defaults with the UAS as its one dispatcher
-backend, once with `record_calls = false` (Kamailio's equivalent has no
-dialog module) and once with the default (each call kept in the store). CPU time of every process of each proxy is read from /proc around
+with record_route, loose routing for in-dialog requests, one UDP worker;
+twice: with its default memory manager (qm, whose free-list searches take
+most of its CPU at this rate) and with `-x tlsf`, the one an operator would
+pick for load. edgeproxy runs its embedded defaults with the UAS as its one
+dispatcher backend, once with `record_calls = false` (Kamailio's equivalent
+has no dialog module) and once with the default (each call kept in the
+store). CPU time of every process of each proxy is read from /proc around
 the SIPp run and divided by the successful calls.
 """
 
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -52,13 +56,29 @@ request_route {{
     t_relay();
 }}
 """
+KAMAILIO = "kamailio (t_relay + record_route)"  # its default allocator, qm: the issue's reference
+KAMAILIO_TLSF = "kamailio (same, -x tlsf)"
 KAMAILIO_MODULES = ["tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "kex", "corex"]
 
 
-def uas(port: int, workdir: pathlib.Path) -> subprocess.Popen[bytes]:
+def uas(port: int, workdir: pathlib.Path, seconds: float = 1800) -> subprocess.Popen[bytes]:
+    """`seconds`: how long it serves (SIPp's -timeout ends the whole run); the caller terminates it after."""
     return subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_call.xml"), "-i", "127.0.0.1", "-p", str(port),
-                             "-aa", "-nostdin", "-timeout", "600s"], cwd=workdir, stdout=subprocess.DEVNULL,
+                             "-aa", "-nostdin", "-timeout", f"{int(seconds)}s"], cwd=workdir, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def answering(port: int, workdir: pathlib.Path) -> Iterator[None]:
+    """A fresh SIPp UAS for each measured run, so every proxy meets the same peer (workers_bench found
+    that a SIPp UAS slows down after a few hundred thousand calls)."""
+    backend = uas(port, workdir)
+    time.sleep(0.5)
+    try:
+        yield
+    finally:
+        backend.terminate()
+        backend.wait(10)
 
 
 def edge_config(uas_port: int) -> str:
@@ -89,16 +109,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir, contextlib.ExitStack() as servers:
         tmp = pathlib.Path(tmpdir)
         uas_port = free_port()
-        backend = uas(uas_port, tmp)
-        servers.callback(backend.wait, 10)
-        servers.callback(backend.terminate)
-        time.sleep(0.5)
         config = edge_config(uas_port)
         # Kamailio runs without its dialog module: record_calls off is the equivalent; the
         # default (calls kept in the store for /calls and BLF) shows what that costs
         proxies = {
-            "kamailio (t_relay + record_route)": kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port),
-                                                          KAMAILIO_MODULES, "", tmp),
+            KAMAILIO: kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", tmp),
+            KAMAILIO_TLSF: kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", tmp,
+                                    "kamailio-tlsf", allocator="tlsf"),
             "python floor (Via in/out, no SIP)": python_floor("relay", tmp, str(uas_port)),
             "edgeproxy (1 worker)": edgeproxy(config + "[state]\nrecord_calls = false\n", tmp, "edgeproxy-bare"),
             "edgeproxy (calls recorded)": edgeproxy(config, tmp),
@@ -106,16 +123,18 @@ def main() -> None:
         started = {name: servers.enter_context(proxy) for name, proxy in proxies.items()}  # idle ones cost nothing
         for _ in range(args.rounds):  # in turn: a noisy spell on the machine hits one run of each, not one proxy
             for name, server in started.items():
-                runs.setdefault(name, []).append(bench(server, args.rate, args.calls, tmp, args.warmup))
+                with answering(uas_port, tmp):
+                    runs.setdefault(name, []).append(bench(server, args.rate, args.calls, tmp, args.warmup))
     medians = {name: statistics.median(r["us"] for r in rs) for name, rs in runs.items()}
-    kam = medians["kamailio (t_relay + record_route)"]
+    kam, tlsf = medians[KAMAILIO], medians[KAMAILIO_TLSF]
     lines = [(f"Calls INVITE/180/200/ACK/BYE through the proxy, {args.calls} calls at {args.rate}/s after "
               f"{args.warmup:g} s at that rate, SIPp on loopback, {args.rounds} round(s): median CPU per call"),
-             f"{'proxy':<36} {'ok':>7} {'failed':>6} {'CPU µs/call':>12} {'vs kamailio':>11}  runs"]
+             f"{'proxy':<36} {'ok':>7} {'failed':>6} {'CPU µs/call':>12} {'vs kamailio':>11} {'vs tlsf':>7}  runs"]
     for name, rs in runs.items():
         ok, failed = sum(r["ok"] for r in rs), sum(r["failed"] for r in rs)
         each = " ".join(f"{r['us']:.0f}" for r in rs)
-        lines.append(f"{name:<36} {ok:>7.0f} {failed:>6.0f} {medians[name]:>12.1f} {medians[name] / kam:>11.2f}  {each}")
+        lines.append(f"{name:<36} {ok:>7.0f} {failed:>6.0f} {medians[name]:>12.1f} {medians[name] / kam:>11.2f} "
+                     f"{medians[name] / tlsf:>7.2f}  {each}")
     report(lines, "calls")
 
 

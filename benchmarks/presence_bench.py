@@ -128,7 +128,7 @@ class FanOut:
 
 
 @contextmanager
-def kamailio_presence(work: pathlib.Path) -> Iterator[Server | None]:
+def kamailio_presence(work: pathlib.Path, allocator: str = "") -> Iterator[Server | None]:
     """Kamailio's presence server, or None without kamailio-presence-modules' schema."""
     if not (KAMAILIO_SCHEMA / "presentity").exists():
         yield None
@@ -136,7 +136,8 @@ def kamailio_presence(work: pathlib.Path) -> Iterator[Server | None]:
     db = work / "dbtext"
     shutil.rmtree(db, ignore_errors=True)
     shutil.copytree(KAMAILIO_SCHEMA, db)
-    with kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, kamailio_params(db), work, "kamailio-presence") as server:
+    with kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, kamailio_params(db), work, "kamailio-presence",
+                  allocator=allocator) as server:
         yield server
 
 
