@@ -54,7 +54,6 @@ from benchmarks.harness import (
     climb,
     edgeproxy,
     free_port,
-    kamailio,
     measure,
     python_floor,
     redis_server,
@@ -171,35 +170,22 @@ def main() -> None:
         redis = f'[state]\nbackend = "redis"\nredis_url = "{redis_url}"\n'
 
         uas_port = free_port()
-        backend = call_bench.uas(uas_port, tmp)
-        time.sleep(0.5)
-        try:
-            calls = Sipp("uac_call.xml", args.call_rate, ["-d", "0"])
-            dispatcher = call_bench.edge_config(uas_port)
-            for name, start in (
-                    ("kamailio (tm, record_route)",
-                     lambda: kamailio(call_bench.KAMAILIO_ROUTE.format(uas_port=uas_port),
-                                      call_bench.KAMAILIO_MODULES, "", tmp)),
-                    (f"kamailio {TLSF}",
-                     lambda: kamailio(call_bench.KAMAILIO_ROUTE.format(uas_port=uas_port),
-                                      call_bench.KAMAILIO_MODULES, "", tmp, allocator="tlsf")),
-                    ("edgeproxy (memory)", lambda: edgeproxy(dispatcher + "[state]\nrecord_calls = false\n", tmp)),
-                    ("python floor (reference)", lambda: python_floor("relay", tmp, str(uas_port)))):
+        calls = Sipp("uac_call.xml", args.call_rate, ["-d", "0"])
+        dispatcher = call_bench.edge_config(uas_port)
+        for name, start in (
+                ("kamailio (tm, record_route)", lambda: call_bench.kamailio_calls(uas_port, tmp)),
+                (f"kamailio {TLSF}", lambda: call_bench.kamailio_calls(uas_port, tmp, "tlsf")),
+                ("edgeproxy (memory)", lambda: edgeproxy(dispatcher + "[state]\nrecord_calls = false\n", tmp)),
+                ("python floor (reference)", lambda: python_floor("relay", tmp, str(uas_port)))):
+            with call_bench.answering(uas_port, tmp):
                 rows.append(sipp_row("call", name, start, calls, args, tmp))
-        finally:
-            backend.terminate()
-            backend.wait(10)
 
         csv, users = sipp_users(tmp, 1000)
         registers = Sipp("register_auth.xml", args.register_rate, ["-inf", str(csv)])
         registrar = register_bench.edge_config(users)
         for name, start in (
-                ("kamailio (usrloc in memory)",
-                 lambda: kamailio(register_bench.KAMAILIO_ROUTE, register_bench.KAMAILIO_MODULES,
-                                  register_bench.KAMAILIO_PARAMS, tmp)),
-                (f"kamailio {TLSF}",
-                 lambda: kamailio(register_bench.KAMAILIO_ROUTE, register_bench.KAMAILIO_MODULES,
-                                  register_bench.KAMAILIO_PARAMS, tmp, allocator="tlsf")),
+                ("kamailio (usrloc in memory)", lambda: register_bench.kamailio_registrar(tmp)),
+                (f"kamailio {TLSF}", lambda: register_bench.kamailio_registrar(tmp, "tlsf")),
                 ("edgeproxy (memory)", lambda: edgeproxy(registrar, tmp, "edge-memory")),
                 ("edgeproxy (redis)", lambda: edgeproxy(registrar + redis, tmp, "edge-redis")),
                 ("python floor (reference)", lambda: python_floor("register", tmp))):

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -56,7 +57,7 @@ request_route {{
     t_relay();
 }}
 """
-KAMAILIO = "kamailio (t_relay + record_route)"  # its default allocator, qm: the issue's reference
+KAMAILIO = "kamailio (t_relay + record_route)"  # its default allocator, qm: the ratios' reference
 KAMAILIO_TLSF = "kamailio (same, -x tlsf)"
 KAMAILIO_MODULES = ["tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "kex", "corex"]
 
@@ -69,16 +70,22 @@ def uas(port: int, workdir: pathlib.Path) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def answering(port: int, workdir: pathlib.Path) -> Iterator[None]:
-    """A fresh SIPp UAS for each measured run, so every proxy meets the same peer (workers_bench found
-    that a SIPp UAS slows down after a few hundred thousand calls)."""
+def answering(port: int, workdir: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A SIPp UAS for one measurement, so every proxy meets a fresh peer: a SIPp UAS slows
+    down after a few hundred thousand calls."""
     backend = uas(port, workdir)
     time.sleep(0.5)
     try:
-        yield
+        yield backend
     finally:
         backend.terminate()
         backend.wait(10)
+
+
+def kamailio_calls(uas_port: int, workdir: pathlib.Path, allocator: str = "") -> AbstractContextManager[Server]:
+    """Kamailio relaying calls to the UAS (see harness.kamailio for `allocator`)."""
+    return kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", workdir,
+                    f"kamailio-{allocator or 'qm'}", allocator=allocator)
 
 
 def edge_config(uas_port: int) -> str:
@@ -113,9 +120,8 @@ def main() -> None:
         # Kamailio runs without its dialog module: record_calls off is the equivalent; the
         # default (calls kept in the store for /calls and BLF) shows what that costs
         proxies = {
-            KAMAILIO: kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", tmp),
-            KAMAILIO_TLSF: kamailio(KAMAILIO_ROUTE.format(uas_port=uas_port), KAMAILIO_MODULES, "", tmp,
-                                    "kamailio-tlsf", allocator="tlsf"),
+            KAMAILIO: kamailio_calls(uas_port, tmp),
+            KAMAILIO_TLSF: kamailio_calls(uas_port, tmp, "tlsf"),
             "python floor (Via in/out, no SIP)": python_floor("relay", tmp, str(uas_port)),
             "edgeproxy (1 worker)": edgeproxy(config + "[state]\nrecord_calls = false\n", tmp, "edgeproxy-bare"),
             "edgeproxy (calls recorded)": edgeproxy(config, tmp),

@@ -13,9 +13,10 @@ Kamailio. The clock is virtual (inproc.VirtualClock): it moves on by
 1/rate per call and the event loop turns, so the transactions' timers fire
 and finished transactions leave their tables as at that rate, and the
 figure (on_message plus the timer ticks) is the steady state's.
-`--profile` writes a cProfile dump of the run (`python -m pstats FILE`); `--opcodes` counts the bytecodes executed
-per call, by function (exact and repeatable: use a few hundred calls, the
-tracing is slow), which is what guided the hot-path work.
+`--profile` writes a cProfile dump of the run (`python -m pstats FILE`);
+`--opcodes` counts the bytecodes executed per call, by function (exact and
+repeatable: use a few hundred calls, the tracing is slow), which is what
+guided the hot-path work.
 """
 
 from __future__ import annotations

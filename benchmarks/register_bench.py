@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from contextlib import AbstractContextManager
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
@@ -54,6 +55,12 @@ request_route {
 """
 KAMAILIO_MODULES = ["tm", "sl", "pv", "maxfwd", "textops", "siputils", "usrloc", "registrar", "auth", "kex", "corex"]
 KAMAILIO_PARAMS = 'modparam("usrloc", "db_mode", 0)\nmodparam("auth", "secret", "bench-secret")\n'
+
+
+def kamailio_registrar(workdir: pathlib.Path, allocator: str = "") -> AbstractContextManager[Server]:
+    """Kamailio's registrar with digest auth, usrloc in memory (see harness.kamailio for `allocator`)."""
+    return kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, KAMAILIO_PARAMS, workdir, f"kamailio-{allocator or 'qm'}",
+                    allocator=allocator)
 
 
 def edge_config(users: pathlib.Path) -> str:
@@ -113,7 +120,7 @@ def main() -> None:
         tmp = pathlib.Path(tmpdir)
         csv, toml = sipp_users(tmp, args.users)
         common = edge_config(toml)
-        with kamailio(KAMAILIO_ROUTE, KAMAILIO_MODULES, KAMAILIO_PARAMS, tmp) as server:
+        with kamailio_registrar(tmp) as server:
             rows.append(("kamailio (usrloc in memory)", bench(server, csv, args.rate, args.registrations, tmp)))
         with python_floor("register", tmp) as server:
             rows.append(("python floor (canned answers)", bench(server, csv, args.rate, args.registrations, tmp)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from benchmarks.call_bench import uas
+from benchmarks.call_bench import answering
 from benchmarks.harness import (
     AtRate,
     climb,
@@ -106,13 +106,8 @@ def main() -> None:
         tmp = pathlib.Path(tmpdir)
         for workers in args.workers:
             uas_port = free_port()
-            backend = uas(uas_port, tmp)  # a fresh one: a long-running SIPp UAS slows down
-            time.sleep(0.5)
-            try:
+            with answering(uas_port, tmp) as backend:
                 runs = climb_workers(workers, redis_url, redis.pid, uas_port, backend.pid, args, tmp)
-            finally:
-                backend.terminate()
-                backend.wait(10)
             lines.extend(run.row(workers) for run in runs)
             best[workers] = max((r for r in runs if r.passed), key=lambda r: r.rate, default=None)
     lines.append("highest sustainable rate (< 0.1 % failed, on time):")

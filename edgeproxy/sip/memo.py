@@ -11,20 +11,21 @@ T = TypeVar("T")
 
 
 def parsed_once(parse: Callable[[K], T], limit: int = 8192) -> Callable[[K], T]:
-    """`parse` memoised by its argument (a text, or a tuple of texts) in a table of at most `limit` entries that starts afresh
-    when full: a flood of distinct texts costs a bounded table, never growth. Failures
-    are not kept (they raise every time). The values are shared: never change one."""
+    """`parse` memoised by its argument (a text, or a tuple of texts) in a table of at most
+    `limit` entries that starts afresh when full: a flood of distinct texts costs a bounded
+    table, never growth. Failures are not kept (they raise every time). The values are
+    shared: never change one."""
     table: dict[K, T] = {}
     get = table.get
 
     @functools.wraps(parse)
-    def once(text: K) -> T:
-        value = get(text)
+    def once(key: K) -> T:
+        value = get(key)
         if value is None:
-            value = parse(text)
+            value = parse(key)
             if len(table) >= limit:
                 table.clear()
-            table[text] = value
+            table[key] = value
         return value
 
     return once
