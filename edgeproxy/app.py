@@ -167,6 +167,8 @@ class EdgeProxy:
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
         self.throttle: Throttle | None = None  # likewise
         self.presence: PresenceService | None = None  # likewise
+        # BLF from proxied calls costs a little per call: only when someone can watch it
+        self.presence_tracks_calls = config.presence.enabled and "dialog" in config.presence.events
         self.calls = (CallRecorder(self.stores.dialogs, config.server.instance_id, on_error=self._call_not_recorded)
                       if config.state.record_calls else None)
         self._expiry_task: asyncio.Task[None] | None = None
@@ -280,11 +282,6 @@ class EdgeProxy:
                                frozenset(cfg.events), self.domain_of, lambda: contact, self.local_domain,
                                notify_interval=cfg.notify_interval, dialogs=self.stores.dialogs)
 
-    @property
-    def presence_tracks_calls(self) -> bool:
-        """BLF from proxied calls costs a little per call: only when someone can watch it."""
-        return self.config.presence.enabled and "dialog" in self.config.presence.events
-
     @staticmethod
     def _call_not_recorded(err: Exception) -> None:
         STORE_ERRORS.inc()
@@ -293,7 +290,7 @@ class EdgeProxy:
     def _call_event(self, req: Request, state: str, backend: str) -> None:
         if self.calls is not None:
             self.calls.update(req.call_id, state, req.from_.uri_text, req.to.uri_text, backend)
-        if self.presence is not None and self.presence_tracks_calls:
+        if self.presence_tracks_calls and self.presence is not None:
             changed = self.presence.call_event(req, state)
             if changed is None or changed:
                 self._background(self._light_lamps(req, changed))
@@ -777,16 +774,16 @@ class EdgeProxy:
     # -- actions and timers ----------------------------------------------------------
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Send):
+            if isinstance(action, Send):  # in order of how often they come (a timeout is rare)
                 self._send(action.txn, action.message)
             elif isinstance(action, Deliver):
                 self._deliver(action)
-            elif isinstance(action, Timeout):
-                self._timed_out(action.txn)
             elif isinstance(action, Terminated):
                 if self.proxy is not None:
                     self.proxy.ended(action.txn)
                 action.txn.context = None  # breaks txn ↔ branch ↔ proxy context cycles: no GC needed
+            elif isinstance(action, Timeout):
+                self._timed_out(action.txn)
         self._schedule()
 
     def _deliver(self, action: Deliver) -> None:

@@ -485,11 +485,17 @@ class ProxyCore:
 
     def _call_state(self, ctx: ProxyContext, state: str) -> None:
         """A call begins with an initial INVITE and ends with its failure or a BYE."""
-        req = ctx.request
-        if self.on_call is not None and ((req.method == "INVITE" and req.to.tag is None) or (
-                req.method == "BYE" and state == "terminated")):
-            backend = next((b.backend.uri for b in reversed(ctx.branches) if b.backend is not None), "")
-            self.on_call(req, state, backend)
+        on_call, req = self.on_call, ctx.request
+        if on_call is None:
+            return
+        method = req.method
+        if (method == "INVITE" and req.to.tag is None) or (method == "BYE" and state == "terminated"):
+            backend = ""
+            for branch in reversed(ctx.branches):
+                if branch.backend is not None:
+                    backend = branch.backend.uri
+                    break
+            on_call(req, state, backend)
 
     @staticmethod
     def _best(ctx: ProxyContext) -> Response:

@@ -203,7 +203,7 @@ class TransactionLayer:
                 del table[txn.key]
                 if self._origin_of and table is self.server:
                     self._release_origin(txn.key)
-            if not any(isinstance(a, Terminated) for a in actions):
+            if not actions or type(actions[-1]) is not Terminated:  # a transaction's own ending comes last
                 actions.append(Terminated(txn))
         elif txn.timers:
             number = max(int(min(txn.timers.values()) / self.resolution), self._next_slot)
