@@ -162,7 +162,7 @@ class EdgeProxy:
         self.registrar = self._registrar()
         d = config.dispatcher
         self.backends = BackendSet([Backend(b.uri, b.weight) for b in d.backends], d.algorithm, d.down_after,
-                                   d.up_after)
+                                   d.up_after, d.suspect_after)
         self._note_backend_addresses()
         self.proxy: ProxyCore | None = None  # built at start, once the listen addresses are known
         self.throttle: Throttle | None = None  # likewise

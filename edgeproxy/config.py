@@ -278,6 +278,7 @@ class DispatcherConfig:
     probe_interval: float = field(default=5.0, metadata=_check(_number(0.1, 3600)))
     down_after: int = field(default=2, metadata=_check(_number(1, 100, True)))
     up_after: int = field(default=1, metadata=_check(_number(1, 100, True)))
+    suspect_after: int = field(default=3, metadata=_check(_number(1, 100, True)))
     branch_timeout: float = field(default=5.0, metadata=_check(_number(0.5, 32)))  # no answer: next backend
     backends: list[BackendSpec] = field(default_factory=list, metadata=_check(_backends))
 

@@ -33,6 +33,7 @@ class Backend:
     health: Health = Health.UP
     failures: int = 0  # consecutive failed probes
     successes: int = 0  # consecutive good probes
+    timeouts: int = 0  # calls in a row it did not answer at all
     calls: int = 0  # calls in flight (least-busy)
     hop: Hop = field(init=False)
 
@@ -50,6 +51,7 @@ def _set_health(backend: Backend, health: Health, why: str) -> None:
         log.warning("backend health", backend=backend.uri, health=health.value, previous=backend.health.value,
                     reason=why)
         backend.health = health
+        backend.timeouts = 0  # counted afresh in each state
     BACKEND_UP.labels(backend.uri).set(1 if health is Health.UP else 0)
 
 
@@ -57,20 +59,22 @@ class BackendSet:
     """The backends of one set and the algorithm choosing among them.
 
     Health moves with probes: `down_after` failed probes in a row take a
-    backend out, `up_after` good ones bring it back; a call that times out
-    on a backend puts it to PROBING at once, and `on_suspect` hears of it (the
-    app probes it then: one lost answer must not keep calls off a live backend
-    until the next round).
+    backend out, `up_after` good ones bring it back. `suspect_after` calls in
+    a row that it leaves unanswered put it to PROBING (Kamailio's
+    ds_probing_threshold: one datagram lost under load is not a dead
+    backend), and `on_suspect` hears of it (the app probes it then, so a live
+    one is back after a round trip, not the next round).
     """
 
     def __init__(self, backends: Iterable[Backend], algorithm: str = "round-robin", down_after: int = 2,
-                 up_after: int = 1) -> None:
+                 up_after: int = 1, suspect_after: int = 3) -> None:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {algorithm!r}")
         self.backends = list(backends)
         self.algorithm = algorithm
         self.down_after = down_after
         self.up_after = up_after
+        self.suspect_after = suspect_after
         self._rr = itertools.count()
         self._weighted = [b for b in self.backends for _ in range(max(b.weight, 0))]
         self.on_suspect: Callable[[Backend], None] = lambda backend: None
@@ -144,11 +148,17 @@ class BackendSet:
                 _set_health(backend, Health.PROBING, "probe unanswered")
 
     def call_failed(self, backend: Backend) -> None:
-        """A call timed out on it: no new calls until a probe says it is back."""
-        backend.successes = 0
-        if backend.health is Health.UP:
-            _set_health(backend, Health.PROBING, "call timed out")
+        """A call timed out on it: after `suspect_after` in a row, no new calls until a probe says it is back."""
+        if backend.health is not Health.UP:
+            return  # out of rotation already: the calls it still had in flight say nothing new
+        backend.timeouts += 1
+        if backend.timeouts >= self.suspect_after:
+            backend.successes = 0
+            _set_health(backend, Health.PROBING, f"{self.suspect_after} calls in a row unanswered")
             self.on_suspect(backend)
+
+    def call_answered(self, backend: Backend) -> None:
+        backend.timeouts = 0
 
     def find(self, uri: str) -> Backend | None:
         return next((b for b in self.backends if b.uri == uri), None)

@@ -425,6 +425,8 @@ class ProxyCore:
         ctx = branch.ctx
         if resp.status == 100:
             return
+        if branch.backend is not None and self.dispatcher is not None:
+            self.dispatcher.call_answered(branch.backend)
         resp.pop_first_value("Via")
         if branch.behind_nat and resp.cseq.method == "INVITE" and resp.status < 300:
             self._alias_contact(resp, branch.hop.transport, branch.hop.host, branch.hop.port)

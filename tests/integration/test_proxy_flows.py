@@ -156,31 +156,49 @@ def test_timer_c_cancels_a_branch_that_only_rings() -> None:
         assert status_of(pbx.recv()) == 487
 
 
-def test_a_backend_that_missed_one_call_is_probed_at_once_and_keeps_getting_calls() -> None:
-    """One unanswered INVITE takes the only backend out of rotation, but it is probed right
-    then: once it answers, calls reach it again, long before the next probe round."""
+def test_a_backend_leaves_rotation_after_suspect_after_silent_calls_and_is_probed_at_once() -> None:
+    """One unanswered INVITE leaves the only backend in rotation (a datagram lost under load
+    is not a dead backend); `suspect_after` in a row take it out, and it is probed right then:
+    meanwhile new calls get 503, and once it answers, calls reach it again, long before the
+    next probe round."""
     backend = UA("127.0.0.5", "pbx")
-    config = (f'[dispatcher]\nprobe_interval = 60.0\nbranch_timeout = 0.5\n'
+    config = (f'[dispatcher]\nprobe_interval = 60.0\nbranch_timeout = 0.5\nsuspect_after = 2\n'
               f'[[dispatcher.backends]]\nuri = "sip:127.0.0.5:{backend.port}"\n')
     with running_proxy(config) as proxy:
         caller = UA("127.0.0.3", "bob")
-        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "lost-1"), proxy.port)
-        request = backend.recv()
-        while method_of(request) != "INVITE":  # the first round's probe
-            backend.reply(request, "200 OK")
+
+        def call(call_id: str) -> bytes:
+            caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", call_id, branch=f"z9hG4bK{call_id}"),
+                        proxy.port)
             request = backend.recv()
-        assert status_of(caller.recv()) == 408  # nobody answered within branch_timeout
+            while call_id.encode() not in request:  # the first round's probe, the last INVITE's retransmissions
+                if method_of(request) == "OPTIONS":
+                    backend.reply(request, "200 OK")
+                request = backend.recv()
+            return request
+
+        def status(call_id: str) -> int:
+            response = caller.recv()
+            while f"Call-ID: {call_id}\r\n".encode() not in response:  # the last 408's retransmissions (no ACK)
+                response = caller.recv()
+            return status_of(response)
+
+        call("lost-1")
+        assert status("lost-1") == 408  # nobody answered within branch_timeout
+        assert method_of(call("lost-2")) == "INVITE"  # one silence: still in rotation
+        assert status("lost-2") == 408
         started = time.monotonic()
+        request = backend.recv()
         while method_of(request) != "OPTIONS":  # the INVITE's retransmissions, then the probe
             request = backend.recv()
         assert time.monotonic() - started < 5  # not the 60 s of the next round
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "refused", branch="z9hG4bKrefused"), proxy.port)
+        assert status("refused") == 503  # out of rotation until the probe is answered
         backend.reply(request, "200 OK")
         time.sleep(0.2)
-        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "lost-2", branch="z9hG4bKinv2"), proxy.port)
-        request = backend.recv()
-        assert method_of(request) == "INVITE" and b"lost-2" in request
-        backend.reply(request, "200 OK", "b2")
-        assert status_of(caller.recv()) == 200
+        answered = call("back-1")
+        backend.reply(answered, "200 OK", "b1")
+        assert status("back-1") == 200
 
 
 def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:

@@ -70,12 +70,30 @@ def test_health_from_probes_and_calls() -> None:
     s.probe_result(b, True)
     assert b.health is Health.UP
     s.call_failed(b)
+    s.call_failed(b)
+    assert b.health is Health.UP  # suspect_after = 3 by default
+    s.call_failed(b)
     assert b.health is Health.PROBING
     assert all(s.select(call()) is s.backends[1] for _ in range(4))
 
 
+def test_only_silences_in_a_row_make_a_backend_suspect() -> None:
+    s = BackendSet(backends(1), suspect_after=2)
+    b = s.backends[0]
+    for _ in range(5):  # an answered call in between: single lost datagrams, not a dead backend
+        s.call_failed(b)
+        s.call_answered(b)
+    assert b.health is Health.UP and s.select(call()) is b
+    s.call_failed(b)
+    s.call_failed(b)
+    assert b.health is Health.PROBING and s.select(call()) is None
+    s.probe_result(b, True)
+    s.call_failed(b)
+    assert b.health is Health.UP  # back in rotation, counted afresh
+
+
 def test_a_timed_out_call_has_its_backend_probed_at_once() -> None:
-    s = BackendSet(backends(1), up_after=1)
+    s = BackendSet(backends(1), up_after=1, suspect_after=1)
     prober = Prober(s, "127.0.0.1", 5060, "edge.example.com")
     b = s.backends[0]
     suspects: list[Backend] = []
