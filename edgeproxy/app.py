@@ -379,7 +379,7 @@ class EdgeProxy:
             return False, "draining" if self.draining else "not listening"
         if not await self.stores.reachable():
             return False, "state store unreachable"
-        if self.backends and not any(b.usable for b in self.backends.backends):
+        if self.backends and not self.backends.candidates():
             return False, "no usable backend"
         return True, "ready"
 

@@ -22,7 +22,7 @@ ALGORITHMS = ("round-robin", "weighted", "hash-callid", "hash-from", "least-busy
 
 class Health(enum.Enum):
     UP = "up"
-    PROBING = "probing"  # failed lately: probed, not given calls, until it answers again
+    PROBING = "probing"  # failed lately: probed, given calls only when no backend is UP, until it answers again
     DOWN = "down"
 
 
@@ -45,6 +45,10 @@ class Backend:
         """Healthy, and its address known (a name waits for the resolver)."""
         return self.health is Health.UP and is_ip(self.hop.host)
 
+    @property
+    def suspect(self) -> bool:
+        return self.health is Health.PROBING and is_ip(self.hop.host)
+
 
 def _set_health(backend: Backend, health: Health, why: str) -> None:
     if backend.health is not health:
@@ -58,12 +62,13 @@ def _set_health(backend: Backend, health: Health, why: str) -> None:
 class BackendSet:
     """The backends of one set and the algorithm choosing among them.
 
-    Health moves with probes: `down_after` failed probes in a row take a
-    backend out, `up_after` good ones bring it back. `suspect_after` calls in
-    a row that it leaves unanswered put it to PROBING (Kamailio's
-    ds_probing_threshold: one datagram lost under load is not a dead
-    backend), and `on_suspect` hears of it (the app probes it then, so a live
-    one is back after a round trip, not the next round).
+    Health moves with probes: one unanswered probe makes a backend PROBING
+    (calls go to the UP ones, to it only when none is UP), `down_after` in a
+    row DOWN (no calls), `up_after` good ones bring it back UP.
+    `suspect_after` calls in a row that it leaves unanswered make it PROBING
+    too (Kamailio's ds_probing_threshold: one datagram lost under load is not
+    a dead backend), and `on_suspect` hears of it (the app probes it then, so
+    a live one is back after a round trip, not the next round).
     """
 
     def __init__(self, backends: Iterable[Backend], algorithm: str = "round-robin", down_after: int = 2,
@@ -110,9 +115,16 @@ class BackendSet:
         for backend in self.backends:
             BACKEND_UP.labels(backend.uri).set(1 if backend.health is Health.UP else 0)
 
+    def candidates(self, exclude: set[str] | frozenset[str] = frozenset()) -> list[Backend]:
+        """The UP backends not yet tried (failover); when there is none, the PROBING ones. A
+        backend only suspected (a probe or a few calls left unanswered, as under load) still
+        takes calls rather than every call getting 503; a DOWN one (`down_after` probes) never."""
+        return ([b for b in self.backends if b.usable and b.uri not in exclude]
+                or [b for b in self.backends if b.suspect and b.uri not in exclude])
+
     def select(self, req: Request, exclude: set[str] | frozenset[str] = frozenset()) -> Backend | None:
-        """The backend for this request among the usable ones not yet tried (failover)."""
-        usable = [b for b in self.backends if b.usable and b.uri not in exclude]
+        """The backend for this request among the candidates."""
+        usable = self.candidates(exclude)
         if not usable:
             return None
         algorithm = self.algorithm
@@ -148,7 +160,7 @@ class BackendSet:
                 _set_health(backend, Health.PROBING, "probe unanswered")
 
     def call_failed(self, backend: Backend) -> None:
-        """A call timed out on it: after `suspect_after` in a row, no new calls until a probe says it is back."""
+        """A call timed out on it: after `suspect_after` in a row, it is PROBING until a probe says it is back."""
         if backend.health is not Health.UP:
             return  # out of rotation already: the calls it still had in flight say nothing new
         backend.timeouts += 1

@@ -156,11 +156,10 @@ def test_timer_c_cancels_a_branch_that_only_rings() -> None:
         assert status_of(pbx.recv()) == 487
 
 
-def test_a_backend_leaves_rotation_after_suspect_after_silent_calls_and_is_probed_at_once() -> None:
-    """One unanswered INVITE leaves the only backend in rotation (a datagram lost under load
-    is not a dead backend); `suspect_after` in a row take it out, and it is probed right then:
-    meanwhile new calls get 503, and once it answers, calls reach it again, long before the
-    next probe round."""
+def test_a_backend_silent_for_suspect_after_calls_is_probed_at_once_and_keeps_calls_when_alone() -> None:
+    """One unanswered INVITE says nothing (a datagram lost under load); `suspect_after` in a
+    row make the backend PROBING and it is probed right then, long before the next round.
+    Being the only backend, it still gets the calls meanwhile (no 503 for a suspicion)."""
     backend = UA("127.0.0.5", "pbx")
     config = (f'[dispatcher]\nprobe_interval = 60.0\nbranch_timeout = 0.5\nsuspect_after = 2\n'
               f'[[dispatcher.backends]]\nuri = "sip:127.0.0.5:{backend.port}"\n')
@@ -185,20 +184,28 @@ def test_a_backend_leaves_rotation_after_suspect_after_silent_calls_and_is_probe
 
         call("lost-1")
         assert status("lost-1") == 408  # nobody answered within branch_timeout
-        assert method_of(call("lost-2")) == "INVITE"  # one silence: still in rotation
+        call("lost-2")
         assert status("lost-2") == 408
         started = time.monotonic()
-        request = backend.recv()
-        while method_of(request) != "OPTIONS":  # the INVITE's retransmissions, then the probe
-            request = backend.recv()
+        probe = backend.recv()
+        while method_of(probe) != "OPTIONS":  # the INVITE's retransmissions, then the probe
+            probe = backend.recv()
         assert time.monotonic() - started < 5  # not the 60 s of the next round
-        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "refused", branch="z9hG4bKrefused"), proxy.port)
-        assert status("refused") == 503  # out of rotation until the probe is answered
-        backend.reply(request, "200 OK")
-        time.sleep(0.2)
-        answered = call("back-1")
+        answered = call("while-probing")  # the only backend, suspect: still tried
         backend.reply(answered, "200 OK", "b1")
-        assert status("back-1") == 200
+        assert status("while-probing") == 200
+
+
+def test_calls_get_503_once_the_only_backend_is_down() -> None:
+    backend = UA("127.0.0.5", "pbx")  # never answers a probe
+    config = (f'[dispatcher]\nprobe_interval = 0.2\ndown_after = 2\n'
+              f'[[dispatcher.backends]]\nuri = "sip:127.0.0.5:{backend.port}"\n')
+    with running_proxy(config) as proxy:
+        time.sleep(1.0)  # rounds of unanswered probes
+        caller = UA("127.0.0.3", "bob")
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "refused"), proxy.port)
+        reply = caller.recv()
+        assert status_of(reply) == 503 and header_values(reply, "Retry-After") == ["5"]
 
 
 def test_sigterm_drains_a_call_in_progress_and_refuses_new_ones() -> None:

@@ -86,10 +86,26 @@ def test_only_silences_in_a_row_make_a_backend_suspect() -> None:
     assert b.health is Health.UP and s.select(call()) is b
     s.call_failed(b)
     s.call_failed(b)
-    assert b.health is Health.PROBING and s.select(call()) is None
+    assert b.health is Health.PROBING
     s.probe_result(b, True)
     s.call_failed(b)
-    assert b.health is Health.UP  # back in rotation, counted afresh
+    assert b.health is Health.UP  # back, counted afresh
+
+
+def test_a_suspect_backend_takes_calls_only_when_none_is_up_and_a_down_one_never() -> None:
+    s = BackendSet(backends(1, 1), down_after=2)
+    first, second = s.backends
+    s.probe_result(first, False)
+    assert first.health is Health.PROBING
+    assert all(s.select(call()) is second for _ in range(4))
+    s.probe_result(second, False)  # both suspect (a loaded network loses probes): both still take calls
+    assert {s.select(call()).uri for _ in range(4)} == {first.uri, second.uri}  # type: ignore[union-attr]
+    assert s.select(call(), exclude={first.uri}) is second  # failover still moves on
+    s.probe_result(first, False)
+    assert first.health is Health.DOWN
+    assert all(s.select(call()) is second for _ in range(4))
+    s.probe_result(second, False)
+    assert s.select(call()) is None and not s.candidates()  # 503, /ready false
 
 
 def test_a_timed_out_call_has_its_backend_probed_at_once() -> None:
@@ -100,7 +116,7 @@ def test_a_timed_out_call_has_its_backend_probed_at_once() -> None:
     s.on_suspect = suspects.append
     s.call_failed(b)
     s.call_failed(b)  # already probing: nothing new to say
-    assert suspects == [b] and b.health is Health.PROBING and s.select(call()) is None
+    assert suspects == [b] and b.health is Health.PROBING
     pending = prober.probe_now(b)
     assert pending is not None and pending[1].method == "OPTIONS" and pending[1].uri_text == b.uri
     assert prober.probe_now(b) is None  # one probe in flight at a time
