@@ -28,9 +28,24 @@ from .subscriptions import Subscription, SubscriptionStore, resource_key
 Notify = tuple[Subscription, Request]
 Party = tuple[str, str, str, str, str]  # see PresenceService._parties_of
 BACKEND_ETAG = "backend-mwi"  # the one publication a backend's message-summary NOTIFYs keep up to date
-MAX_CALL_ENTITIES = 100_000  # entities with calls in progress tracked for BLF, at most
-_NO_CALLS: dict[str, DialogState] = {}  # read-only: an entity with no call in progress
+MAX_CALL_ENTITIES = 100_000  # calls in progress, and entities with one, tracked for BLF, at most
+_NO_CALLS: dict[str, LiveCall] = {}  # read-only: an entity with no call in progress
 _VERSION = re.compile(rb'(<dialog-info\b[^>]*?\bversion=")[0-9]*(")')
+
+
+@dataclass(slots=True)
+class LiveCall:
+    """A call in progress, shared by its parties' entries: a state change is one write,
+    whoever watches; each watcher's view is made only when a document is."""
+
+    id: str  # its Call-ID
+    parties: tuple[Party, ...]
+    state: str = ""  # early | confirmed | terminated, once the proxy said
+
+    def seen_by(self, entity: str) -> DialogState:
+        # a call to oneself has that entity twice: it shows as the recipient, the second
+        _, _, direction, local, remote = next(p for p in reversed(self.parties) if p[0] == entity)
+        return DialogState(self.id, self.state, direction, local, remote)
 
 
 @dataclass(slots=True)
@@ -53,9 +68,9 @@ class PresenceService:
         self.contact = contact  # our Contact URI for the dialogs (any instance answers it)
         self.clock = clock
         self.is_local = is_local
-        # BLF from the calls the proxy routes: entity → Call-ID → state (pua_dialoginfo)
-        self.calls: dict[str, dict[str, DialogState]] = {}
-        self._parties: dict[str, tuple[Party, ...]] = {}  # Call-ID → our parties in it
+        # BLF from the calls the proxy routes (pua_dialoginfo): entity → Call-ID → call
+        self.calls: dict[str, dict[str, LiveCall]] = {}
+        self._live: dict[str, LiveCall] = {}  # Call-ID → call in progress
         self._parties_by_uris = parsed_once(self._parties_for)  # see _parties_of
         self.notify_interval = notify_interval
         self._sent: dict[str, float] = {}  # subscription key → when its last NOTIFY went (rate limit)
@@ -167,45 +182,52 @@ class PresenceService:
         whose parties the store knows (`ended_elsewhere`)."""
         if "dialog" not in self.events:
             return []
-        call_id = req.call_id
-        parties = self._parties.get(call_id)
-        if parties is None:
+        call = self._live.get(req.call_id)
+        if call is None:
             if req.method == "BYE":
                 return None
-            parties = self._parties[call_id] = self._parties_of(req.from_, req.to)
-            while len(self._parties) > MAX_CALL_ENTITIES:
-                del self._parties[next(iter(self._parties))]
-        return self._lamps(call_id, parties, state)
+            call = self._begin(req.call_id, self._parties_of(req.from_, req.to))
+        return self._lamps(call, state)
 
     async def ended_elsewhere(self, req: Request) -> list[str]:
         """The BYE of a call this instance did not see begin: its parties from the dialog store."""
         stored = await self.dialogs.get(req.call_id) if self.dialogs is not None else None
         if stored is None:
             return []  # a call nobody recorded the beginning of
-        return self._lamps(req.call_id, self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee)),
-                           "terminated")
+        parties = self._parties_of(NameAddr(stored.caller), NameAddr(stored.callee))
+        return self._lamps(self._begin(req.call_id, parties), "terminated")
 
-    def _lamps(self, call_id: str, parties: tuple[Party, ...], state: str) -> list[str]:
-        if state == "terminated":
-            self._parties.pop(call_id, None)
-        changed: list[str] = []
-        unwatched = self.subscriptions.unwatched
-        for entity, watch, direction, local, remote in parties:
-            old = self.calls.get(entity, _NO_CALLS).get(call_id)
-            if old is not None and old.state == state:
-                continue  # a second 18x: nothing new for the lamp
-            watched = not unwatched(watch)
-            if state == "terminated" and not watched:
-                self._forget(entity, call_id)
-                continue
-            calls = self.calls.get(entity)
+    def _begin(self, call_id: str, parties: tuple[Party, ...]) -> LiveCall:
+        """Every call is filed under each party of ours, watched or not, so that a watcher
+        who subscribes mid-call sees it; its state is kept once, for all of them."""
+        call = self._live[call_id] = LiveCall(call_id, parties)
+        for party in parties:
+            calls = self.calls.get(party[0])
             if calls is None:
-                calls = self.calls[entity] = {}
-            calls[call_id] = DialogState(call_id, state, direction, local, remote)
-            if watched:
-                changed.append(entity)  # a terminated call stays until its NOTIFY has been made
+                calls = self.calls[party[0]] = {}
+            calls[call_id] = call
+        while len(self._live) > MAX_CALL_ENTITIES:
+            oldest = self._live.pop(next(iter(self._live)))
+            for party in oldest.parties:
+                self._forget(party[0], oldest.id)
         while len(self.calls) > MAX_CALL_ENTITIES:
             del self.calls[next(iter(self.calls))]
+        return call
+
+    def _lamps(self, call: LiveCall, state: str) -> list[str]:
+        if call.state == state:
+            return []  # a second 18x: nothing new for the lamps
+        call.state = state
+        ended = state == "terminated"
+        if ended:
+            self._live.pop(call.id, None)
+        changed: list[str] = []
+        unwatched = self.subscriptions.unwatched
+        for entity, watch, *_ in call.parties:
+            if not unwatched(watch):
+                changed.append(entity)  # a terminated call stays until its NOTIFY has been made
+            elif ended:
+                self._forget(entity, call.id)
         return changed
 
     def _forget(self, entity: str, call_id: str) -> None:
@@ -220,8 +242,8 @@ class PresenceService:
         out: list[Notify] = []
         for entity in entities:
             out += await self._notify_watchers(entity, PACKAGES["dialog"])
-            state = self.calls.get(entity, _NO_CALLS).get(call_id)
-            if state is not None and state.state == "terminated":
+            call = self.calls.get(entity, _NO_CALLS).get(call_id)
+            if call is not None and call.state == "terminated":
                 self._forget(entity, call_id)
         return out
 
@@ -286,7 +308,7 @@ class PresenceService:
     async def _document(self, resource: str, package: EventPackage) -> bytes:
         calls = self.calls.get(resource) if package.name == "dialog" else None
         if calls:
-            return dialog_info(f"sip:{resource}", 0, list(calls.values()))
+            return dialog_info(f"sip:{resource}", 0, [call.seen_by(resource) for call in calls.values()])
         published = await self.publications.lookup(resource_key(resource, package.name))
         return package.document(f"sip:{resource}", [p.body for p in published])
 

@@ -150,6 +150,15 @@ def test_publishing_someone_elses_state_is_forbidden(tmp_path: pathlib.Path) -> 
         assert status_of(mallory.recv()) == 403
 
 
+def bye_for(inv: bytes, pbx: UA, phone: UA) -> bytes:
+    """The caller's BYE for the call that INVITE (as the phone got it, answered with tag p1) set up."""
+    call_id = header_values(inv, "Call-ID")[0]
+    return (f"BYE {phone.contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx.ip}:{pbx.port};branch=z9hG4bK{secrets.token_hex(5)};"
+            f"rport\r\nRoute: {header_values(inv, 'Record-Route')[0]}\r\nFrom: <sip:pbx@example.com>;tag=c1\r\n"
+            f"To: <sip:alice@example.com>;tag=p1\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
 def test_calls_through_the_edge_light_the_blf_lamp() -> None:
     """No one PUBLISHes: the calls the proxy routes become dialog-info (Kamailio's pua_dialoginfo)."""
     from tests.integration.test_proxy_flows import CONFIG as PROXY_CONFIG
@@ -171,12 +180,7 @@ def test_calls_through_the_edge_light_the_blf_lamp() -> None:
         phone.reply(inv, "200 OK", "p1")
         assert b"<state>confirmed</state>" in body_of(lamp.notified())
         assert status_of(pbx.recv()) == 180 and status_of(pbx.recv()) == 200
-        record_route = header_values(inv, "Record-Route")[0]
-        bye = (f"BYE {phone.contact} SIP/2.0\r\nVia: SIP/2.0/UDP {pbx.ip}:{pbx.port};branch=z9hG4bKbye1;rport\r\n"
-               f"Route: {record_route}\r\nFrom: <sip:pbx@example.com>;tag=c1\r\n"
-               f"To: <sip:alice@example.com>;tag=p1\r\nCall-ID: blf-call\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n"
-               "Content-Length: 0\r\n\r\n").encode()
-        pbx.send(bye, proxy.port)
+        pbx.send(bye_for(inv, pbx, phone), proxy.port)
         done = body_of(lamp.notified())
         assert b"<state>terminated</state>" in done
         versions = [int(v) for v in re.findall(rb'version="(\d+)"', done)]
@@ -288,3 +292,41 @@ def test_mwi_notify_from_a_backend_reaches_mwi_watchers() -> None:
         assert method_of(unsolicited) == "NOTIFY"  # the phone still gets Asterisk's own NOTIFY
         phone.reply(unsolicited, "200 OK")
         assert status_of(pbx.recv()) == 200
+
+
+def test_a_watcher_subscribing_mid_call_sees_the_call_then_its_end() -> None:
+    """Calls nobody watches are still tracked (cheaply): a BLF key subscribed while its user is on
+    the phone lights at once; a call that ended before leaves nothing behind."""
+    from tests.integration.test_proxy_flows import CONFIG as PROXY_CONFIG
+    from tests.integration.test_proxy_flows import invite
+
+    with running_proxy(PROXY_CONFIG) as proxy:
+        phone = UA("127.0.0.3", "alice")
+        phone.register(proxy.port)
+        pbx = UA("127.0.0.2", "pbx")
+        calls = []
+        for call_id in ("over-before", "under-way"):
+            pbx.send(invite(pbx, "sip:alice@example.com", call_id, f"z9hG4bK-{call_id}"), proxy.port)
+            inv = phone.recv()
+            phone.reply(inv, "180 Ringing", "p1")
+            phone.reply(inv, "200 OK", "p1")
+            assert status_of(pbx.recv()) == 180 and status_of(pbx.recv()) == 200
+            calls.append(inv)
+        pbx.send(bye_for(calls[0], pbx, phone), proxy.port)  # the first call ends, unwatched
+        phone.reply(phone.recv(), "200 OK")
+        assert status_of(pbx.recv()) == 200
+        lamp = Watcher("127.0.0.5", "bob")
+        _, first = lamp.subscribe(proxy.port, event="dialog")
+        assert body_of(first).count(b"<dialog ") == 1, first
+        assert b'call-id="under-way"' in first and b"<state>confirmed</state>" in first
+        assert b'direction="recipient"' in first and b"sip:pbx@example.com" in first
+        pbx.send(bye_for(calls[1], pbx, phone), proxy.port)
+        done = body_of(lamp.notified())
+        assert b'call-id="under-way"' in done and b"<state>terminated</state>" in done
+        phone.reply(phone.recv(), "200 OK")
+        assert status_of(pbx.recv()) == 200
+        lamp.hears_nothing()
+        lamp.send(request(lamp, "SUBSCRIBE", "sip:alice@example.com", "<sip:alice@example.com>", "again", 1,
+                          "Event: dialog\r\nExpires: 60\r\n"), proxy.port)
+        assert status_of(lamp.recv()) == 200
+        assert b"<dialog " not in body_of(lamp.notified())  # idle again: the ended call was forgotten
