@@ -444,25 +444,20 @@ class EdgeProxy:
         """Handle a message here (also a response a sibling worker handed over)."""
         start = time.perf_counter()
         try:
-            txn = self.transactions.repeated(data)
-            if txn is not None:  # a retransmission, byte for byte: no parse (see TransactionLayer._by_wire)
-                count_request(txn.request.method)
-                self._run(txn.retransmission(self.loop.time()))
-            else:
-                msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
-                try:
-                    self._handle(msg, source, data)
-                except SipError as err:
-                    if err.message is None:
-                        err.message = msg  # whatever failed, the request itself is answerable
-                    raise
+            msg = parse_message(data, self.transports.limits, stream=source.transport in ("tcp", "tls"))
+            try:
+                self._handle(msg, source)
+            except SipError as err:
+                if err.message is None:
+                    err.message = msg  # whatever failed, the request itself is answerable
+                raise
         except SipError as err:
             self._refuse(err, source)
         except Exception:  # a bug must cost one message, never the process
             log.exception("unhandled error", **about(None, source))
         MESSAGE_SECONDS.observe(time.perf_counter() - start)
 
-    def _handle(self, msg: Request | Response, source: Source, data: bytes) -> None:
+    def _handle(self, msg: Request | Response, source: Source) -> None:
         now = self.loop.time()
         if isinstance(msg, Response):
             check_response(msg)  # a SipError raised in here gets msg attached by `process`
@@ -481,8 +476,7 @@ class EdgeProxy:
         # draining: nothing new outside a dialog, but what is under way goes on
         new_allowed = not self.draining or msg.to.tag is not None or msg.method == "CANCEL"
         actions = self.transactions.receive_request(msg, source.reliable, now, source,
-                                                    source.remote[0] if self._per_source else "", new_allowed,
-                                                    data)
+                                                    source.remote[0] if self._per_source else "", new_allowed)
         if msg.method == "ACK" and actions and isinstance(actions[0], Deliver) and actions[0].txn is None:
             if self.proxy is not None:
                 self.proxy.forward_stateless(msg, source)  # the ACK for a 2xx: end to end

@@ -70,7 +70,7 @@ WAIT = 64 * T1  # RFC 3261/6026: how long a finished transaction absorbs retrans
 
 class Transaction(Abstract):
     __slots__ = ("context", "intervals", "key", "last_response", "peer", "reliable", "reply_to", "request", "slot",
-                 "state", "timers", "wait", "wire")
+                 "state", "timers", "wait")
 
     def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, peer: Any = None,
                  wait: float = WAIT) -> None:
@@ -88,7 +88,6 @@ class Transaction(Abstract):
         self.context: Any = None  # free for the transaction user
         self.reply_to: Any = None  # free for the transport user: where its messages go, once worked out
         self.slot = -1  # the TransactionLayer's timer wheel slot this transaction is queued in
-        self.wire = b""  # a server transaction's request as it came, when the TransactionLayer indexes it
 
     @property
     def deadline(self) -> float | None:

@@ -3,7 +3,6 @@ bounds and timers for every transaction of one element, sans-IO."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from .errors import SipError
@@ -72,25 +71,14 @@ class TransactionLayer:
         self.resolution = resolution
         self._slots: dict[int, list[Transaction]] = {}
         self._next_slot = 0  # every slot before it has been run
-        # Each open server transaction by its request's bytes as they came. A UDP client's
-        # retransmission repeats its request byte for byte, so `repeated(data)` finds its
-        # transaction with one dict lookup (a C call, no Python frame), to be answered
-        # (`ServerTransaction.retransmission`) without a parse. That matters under overload:
-        # a proxy that fell behind finds its socket full of retransmissions, and answering
-        # each for a fraction of the cost of a new request is what lets it catch up.
-        self._by_wire: dict[bytes, ServerTransaction] = {}
-        self.repeated: Callable[[bytes], ServerTransaction | None] = self._by_wire.get
 
     def __len__(self) -> int:
         return len(self.server) + len(self.client)
 
     # -- incoming ----------------------------------------------------------
     def receive_request(self, req: Request, reliable: bool, now: float, peer: Any = None,
-                        origin: str = "", new_allowed: bool = True, wire: bytes = b"") -> list[Action]:
+                        origin: str = "", new_allowed: bool = True) -> list[Action]:
         """A request from the wire: a new transaction, a retransmission or an ACK.
-
-        `wire`: the bytes the request came as; a new server transaction is indexed by
-        them for `repeated` until it ends.
 
         Raises SipError(503) when the table (or the origin's share) is full or
         no new transaction is allowed (a draining instance: its retransmissions
@@ -112,9 +100,6 @@ class TransactionLayer:
             self._count_origin(key, origin, req)
         txn = (ServerInvite if req.method == "INVITE" else ServerNonInvite)(key, req, reliable, peer, self.wait)
         self.server[key] = txn
-        if wire:
-            txn.wire = wire
-            self._by_wire[wire] = txn
         return self._track(txn, txn.start(now))
 
     def _count_origin(self, key: Key, origin: str, req: Request) -> None:
@@ -218,8 +203,6 @@ class TransactionLayer:
                 del table[txn.key]
                 if self._origin_of and table is self.server:
                     self._release_origin(txn.key)
-            if txn.wire and self._by_wire.get(txn.wire) is txn:
-                del self._by_wire[txn.wire]
             if not actions or type(actions[-1]) is not Terminated:  # a transaction's own ending comes last
                 actions.append(Terminated(txn))
         elif txn.timers:

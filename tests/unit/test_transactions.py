@@ -164,20 +164,6 @@ def test_invite_server_sends_100_trying_and_retransmits_last_provisional() -> No
     assert sent(layer.receive_request(request(), False, 0.4)) == ["180"]
 
 
-def test_a_request_repeated_byte_for_byte_finds_its_transaction_until_it_ends() -> None:
-    layer = TransactionLayer()
-    wire = request("BYE", to_tag=";tag=b2").to_bytes()
-    req = parse_message(wire)
-    txn = layer.receive_request(req, False, 0.0, wire=wire)[-1].txn
-    assert layer.repeated(bytes(wire)) is txn  # equal bytes, another object (a new datagram)
-    assert layer.repeated(wire.replace(b"branch=z9hG4bKabc", b"branch=z9hG4bKabd")) is None
-    assert sent(txn.retransmission(0.1)) == []  # nothing sent yet: nothing to repeat
-    layer.respond(txn, response(req, 200), 0.2)
-    assert sent(layer.repeated(wire).retransmission(0.3)) == ["200"]
-    run_until(layer, 100.0)
-    assert len(layer) == 0 and layer.repeated(wire) is None  # gone with its transaction: no growth
-
-
 def test_invite_server_non2xx_timer_g_h() -> None:
     layer = TransactionLayer()
     req = request()
