@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import compress
 
 from .errors import SipError
 from .ids import new_tag
@@ -46,15 +47,13 @@ def make_response(
     A To tag is added (to_tag, or a random one) unless the request's To has
     one or the response is a 100; Timestamp is echoed on 100 (§8.2.6.1).
     """
-    keys: list[str] = []
-    lines: list[bytes] = []
-    copied = _COPIED_100 if status == 100 else _COPIED
-    for key, raw in zip(req.keys, req.lines):
-        if key in copied:
-            if key == "to" and status != 100:
-                raw = _with_tag(req, raw, to_tag)
-            keys.append(key)
-            lines.append(raw)
+    copied = (_COPIED_100 if status == 100 else _COPIED).__contains__
+    wanted = list(map(copied, req.keys))  # the request's order, in C loops
+    keys = list(compress(req.keys, wanted))
+    lines = list(compress(req.lines, wanted))
+    if status != 100 and "to" in keys:
+        at = keys.index("to")  # one, unless a 400 refuses the request for two
+        lines[at] = _with_tag(req, lines[at], to_tag)
     if headers or body:
         extra_keys, extra_lines = build_lines(headers, body)
         keys += extra_keys
