@@ -31,8 +31,6 @@ from contextlib import AbstractContextManager
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import (
-    SCENARIOS,
-    SIPP_BUFFERS,
     Server,
     edgeproxy,
     free_port,
@@ -41,6 +39,7 @@ from benchmarks.harness import (
     python_floor,
     report,
     run_sipp,
+    sipp_command,
     stolen_seconds,
 )
 
@@ -67,9 +66,8 @@ KAMAILIO_MODULES = ["tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "ke
 
 def uas(port: int, workdir: pathlib.Path) -> subprocess.Popen[bytes]:
     """SIPp's -timeout ends its whole run: longer than any benchmark's use of it (the caller terminates it)."""
-    return subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_call.xml"), "-i", "127.0.0.1", *SIPP_BUFFERS, "-p", str(port),
-                             "-aa", "-nostdin", "-timeout", "1800s"], cwd=workdir, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(sipp_command("uas_call.xml", "-p", str(port), "-aa", "-timeout", "1800s"), cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

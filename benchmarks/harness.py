@@ -166,18 +166,23 @@ def _settled(rows: list[list[str]], elapsed: float) -> float:
     return elapsed
 
 
+def sipp_command(scenario: str, *options: str) -> list[str]:
+    """SIPp on loopback running one of SCENARIOS, with the buffers every benchmark peer gets."""
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        raise SystemExit("sipp not found: apt-get install sip-tester")
+    return [sipp, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", *SIPP_BUFFERS, "-nostdin", *options]
+
+
 def run_sipp(scenario: str, target: str, calls: int, rate: int, workdir: pathlib.Path,
              inf: pathlib.Path | None = None, extra: list[str] | None = None, timeout: float = 300,
              transport: str = "u1") -> SippResult:
     """`transport` "un": a socket per call, like many phones (so SO_REUSEPORT spreads them over workers)."""
-    sipp = shutil.which("sipp")
-    if sipp is None:
-        raise SystemExit("sipp not found: apt-get install sip-tester")
     stats = workdir / f"stats-{time.monotonic_ns()}.csv"
-    args = [sipp, "-sf", str(SCENARIOS / scenario), "-m", str(calls), "-r", str(rate), "-t", transport,
-            *(["-max_socket", str(min(calls, 10000) + 100)] if transport == "un" else []),
-            "-i", "127.0.0.1", *SIPP_BUFFERS, "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat",
-            "-stf", str(stats), "-fd", "1", *(["-inf", str(inf)] if inf else []), *(extra or []), target]
+    args = sipp_command(scenario, "-m", str(calls), "-r", str(rate), "-t", transport,
+                        *(["-max_socket", str(min(calls, 10000) + 100)] if transport == "un" else []),
+                        "-timeout", f"{int(timeout)}s", "-timeout_error", "-trace_stat",
+                        "-stf", str(stats), "-fd", "1", *(["-inf", str(inf)] if inf else []), *(extra or []), target)
     start = time.monotonic()
     proc = subprocess.run(args, cwd=workdir, capture_output=True, text=True, timeout=timeout + 60, check=False)
     elapsed = time.monotonic() - start
