@@ -65,6 +65,7 @@ class ProxyContext:
     server: ServerTransaction
     request: Request  # as routed (Routes of ours removed, Max-Forwards decremented); branches send copies
     source: Source
+    trusted: bool  # the source is a backend or a trusted network (asked once per request)
     branches: list[Branch] = field(default_factory=list)
     loop_hash: str = ""  # RFC 3261 §16.6 step 8, part of every branch we create
     followed_route: bool = False  # a Route of ours was removed: the request follows a recorded route set
@@ -175,7 +176,7 @@ class ProxyCore:
         source: Source = server.peer
         try:
             followed, hash_ = self._prepared(req)
-            ctx = ProxyContext(server, req, source, loop_hash=hash_, followed_route=followed)
+            ctx = ProxyContext(server, req, source, self.trusted(source), loop_hash=hash_, followed_route=followed)
             server.context = ctx
             if req.method == "BYE":
                 self._call_state(ctx, "terminated")
@@ -197,9 +198,8 @@ class ProxyCore:
         return routing.preprocess_routes(req, self.identity.is_ours), hash_
 
     async def _dispatch(self, ctx: ProxyContext) -> None:
-        req, source = ctx.request, ctx.source
-        followed = ctx.followed_route
-        trusted = self.trusted(source)
+        req = ctx.request
+        followed, trusted = ctx.followed_route, ctx.trusted
         honoured = followed or trusted  # may a route set or an alias in it direct us?
         if req.has("Route") or (followed and req.to.tag is not None) or (honoured and routing.ALIAS in req.uri.params):
             if not honoured:
@@ -232,7 +232,7 @@ class ProxyCore:
         bindings = await self.location.lookup(aor_of(uri, self.identity.domain_of))
         if not bindings:
             # 480 tells a backend the user exists but is offline; anyone else learns nothing
-            known = (self.users is not None and self.trusted(ctx.source)
+            known = (self.users is not None and ctx.trusted
                      and await self.users.get(unescape(uri.user or "")) is not None)
             raise SipError(480, "Temporarily Unavailable") if known else SipError(404, "Not Found")
         for binding in bindings:
@@ -299,7 +299,7 @@ class ProxyCore:
             if double:
                 req.insert("Record-Route", self.identity.record_route(inbound, True))
             req.insert("Record-Route", self.identity.record_route(hop.transport, double))
-            if not self.trusted(ctx.source):
+            if not ctx.trusted:
                 self._alias_contact(req, ctx.source.transport, *ctx.source.remote)
         ours = routing.branch(ctx.loop_hash)
         req.insert("Via", self.identity.via(hop.transport, ours))
@@ -391,10 +391,10 @@ class ProxyCore:
         first = msg.first_value("Contact")
         if first is None or first == "*":
             return
-        na = parse_name_addr(first)
-        uri = na.uri
+        uri = shared_name_addr(first).uri  # a phone sends the same Contact every time: parsed once
         if routing.ALIAS in uri.params or (uri.host.strip("[]") == ip and routing.hop_for(uri).port == port):
             return
+        na = parse_name_addr(first)  # a copy of our own to change
         na.uri = parse_uri(routing.add_contact_alias(na.uri_text, transport, ip, port))
         msg.replace_first_value("Contact", str(na))
 

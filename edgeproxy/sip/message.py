@@ -10,17 +10,21 @@ cached until that header changes.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable, Iterator
 
 from .abstract import Abstract
 from .errors import bad_request
-from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via, shared_name_addr
+from .headers import CSeq, NameAddr, Via, parse_cseq, parse_name_addr, parse_uint, parse_via
+from .memo import parsed_once
 from .names import display_name, key_of, line_prefix
 from .tokens import split_commas
 from .uri import URI, parse_uri
 
 CRLF = b"\r\n"
 _VIA_PREFIX = line_prefix("via")
+# `;branch=value` in the first value of a Via line, spelled plainly (the slow path takes the rest)
+_PLAIN_BRANCH = re.compile(rb"[^,]*?;branch=([^;,\s]+)(?=[;,\r\n]|$)").match
 _MF_LINES = [b"Max-Forwards: %d" % n for n in range(256)]  # rewritten on every forwarded request
 _UNSET = object()
 
@@ -49,6 +53,30 @@ def line_value(raw: bytes) -> bytes:
     if b"\n" in value:
         value = b" ".join(part.strip() for part in value.splitlines())
     return value.strip()
+
+
+def line_text(raw: bytes) -> str:
+    """The value of a raw header line as text (see line_value)."""
+    value = raw.partition(b":")[2]
+    if b"\n" in value:
+        value = line_value(raw)
+    return value.strip().decode("utf-8", "surrogateescape")
+
+
+def _call_id(raw: bytes) -> str:
+    value = line_text(raw)
+    if not value or " " in value or "\t" in value:
+        raise bad_request("Malformed Call-ID")
+    return value
+
+
+# From, To, Call-ID, CSeq and Max-Forwards views parsed once per raw line (name and spelling included):
+# every message of a dialog repeats its lines byte for byte, and CSeq `1 INVITE` recurs
+# across calls. The views are shared, so they are only read, never changed.
+_name_addr_line = parsed_once(lambda raw: parse_name_addr(line_text(raw)))
+_cseq_line = parsed_once(lambda raw: parse_cseq(line_text(raw)))
+_call_id_line = parsed_once(_call_id)
+_max_forwards_line = parsed_once(lambda raw: parse_uint(line_text(raw), 255, "Max-Forwards"))
 
 
 def header_line(key: str, value: str | bytes) -> bytes:
@@ -129,21 +157,14 @@ class Message(Abstract):
             return None
         if keys.count(key) > 1:
             raise bad_request(f"Multiple {display_name(key)} headers")
-        value = self.lines[i].partition(b":")[2]
-        if b"\n" in value:
-            value = line_value(self.lines[i])
-        return value.strip().decode("utf-8", "surrogateescape")
+        return line_text(self.lines[i])
 
-    def _required(self, key: str) -> str:
-        """From, To, Call-ID or CSeq: parse_message made sure each appears once."""
+    def _line(self, key: str) -> bytes:
+        """The line of From, To, Call-ID or CSeq: parse_message made sure each appears once."""
         try:
-            raw = self.lines[self.keys.index(key)]
+            return self.lines[self.keys.index(key)]
         except ValueError:
             raise bad_request(f"Missing {display_name(key)}") from None
-        value = raw.partition(b":")[2]
-        if b"\n" in value:
-            value = line_value(raw)
-        return value.strip().decode("utf-8", "surrogateescape")
 
     @property
     def vias(self) -> list[Via]:
@@ -166,48 +187,42 @@ class Message(Abstract):
         """The top Via's branch ("" without one). A response is matched to the request we
         sent by its branch alone (RFC 3261 §17.1.3): read from the line, with no full Via
         parse, when the first value spells it plainly."""
-        if self._via is _UNSET:
-            raw = self.lines[self.keys.index("via")] if "via" in self.keys else b""
-            at = raw.find(b";branch=")
-            comma = raw.find(b",")
-            if at > 0 and (comma < 0 or at < comma):
-                value = raw[at + 8 :].partition(b";")[0].partition(b",")[0].strip()
-                if value and b" " not in value and b"\t" not in value:
-                    return value.decode("utf-8", "surrogateescape")
+        if self._via is _UNSET and "via" in self.keys:
+            plain = _PLAIN_BRANCH(self.lines[self.keys.index("via")])
+            if plain is not None:
+                return plain[1].decode("utf-8", "surrogateescape")
         return self.top_via.branch or ""
 
     @property
     def from_(self) -> NameAddr:
         if self._from is _UNSET:
-            self._from = shared_name_addr(self._required("from"))
+            self._from = _name_addr_line(self._line("from"))
         return self._from  # type: ignore[return-value]
 
     @property
     def to(self) -> NameAddr:
         if self._to is _UNSET:
-            self._to = shared_name_addr(self._required("to"))
+            self._to = _name_addr_line(self._line("to"))
         return self._to  # type: ignore[return-value]
 
     @property
     def call_id(self) -> str:
         if self._call_id is _UNSET:
-            value = self._required("call-id")
-            if not value or " " in value or "\t" in value:
-                raise bad_request("Malformed Call-ID")
-            self._call_id = value
+            self._call_id = _call_id_line(self._line("call-id"))
         return self._call_id  # type: ignore[return-value]
 
     @property
     def cseq(self) -> CSeq:
         if self._cseq is _UNSET:
-            self._cseq = parse_cseq(self._required("cseq"))
+            self._cseq = _cseq_line(self._line("cseq"))
         return self._cseq  # type: ignore[return-value]
 
     @property
     def max_forwards(self) -> int | None:
         if self._max_forwards is _UNSET:
-            value = self._single("max-forwards")
-            self._max_forwards = None if value is None else parse_uint(value, 255, "Max-Forwards")
+            keys = self.keys  # parse_message allows one at most
+            self._max_forwards = _max_forwards_line(self.lines[keys.index("max-forwards")]) \
+                if "max-forwards" in keys else None
         return self._max_forwards  # type: ignore[return-value]
 
     @property

@@ -14,6 +14,7 @@ from operator import itemgetter
 
 from .chars import is_token_bytes
 from .errors import SipError, bad_request
+from .memo import parsed_once
 from .message import Message, Request, Response, decode, line_value
 from .names import METHODS, cached_key, key_of_bytes
 from .validate import check_request, check_response, check_structure
@@ -126,7 +127,26 @@ def _slow_keys(lines: list[bytes]) -> tuple[list[str], list[bytes], SipError | N
     return out_keys, out_lines, error
 
 
+# Start lines parsed before → (class, method or status, URI or reason): status lines repeat
+# on every call, request lines on every request to the same contact. Bounded like
+# names._CACHE (cleared when full), so a flood of distinct lines costs a fixed table.
+_STARTS: dict[bytes, tuple[type[Request | Response], str | int, str]] = {}
+_STARTS_LIMIT = 4096
+
+
 def _start(line: bytes, keys: list[str], lines: list[bytes]) -> Request | Response:
+    known = _STARTS.get(line)
+    if known is not None:
+        cls, first, second = known
+        return cls(first, second, keys, lines, b"", "SIP/2.0", line)  # type: ignore[arg-type]
+    msg = _parse_start(line, keys, lines)
+    if len(_STARTS) >= _STARTS_LIMIT:
+        _STARTS.clear()
+    _STARTS[line] = (Response, msg.status, msg.reason) if isinstance(msg, Response) else (Request, msg.method, msg.uri_text)
+    return msg
+
+
+def _parse_start(line: bytes, keys: list[str], lines: list[bytes]) -> Request | Response:
     if line.startswith(b"SIP/"):
         parts = line.split(b" ", 2)
         if len(parts) < 2 or len(parts[1]) != 3 or parts[1].translate(None, _DIGITS):
@@ -168,15 +188,23 @@ def _looks_like_version(version: bytes) -> bool:
 
 def _body(msg: Message, data: bytes, start: int, stream: bool) -> bytes:
     keys = msg.keys
-    if "content-length" not in keys:
+    try:
+        at = keys.index("content-length")
+    except ValueError:
         return b"" if stream else data[start:]
     if keys.count("content-length") > 1:
         raise bad_request("Multiple Content-Length headers")
-    raw = msg.lines[keys.index("content-length")]
-    length = raw.partition(b":")[2].strip() if b"\n" not in raw else line_value(raw)
-    if not length.isdigit() or len(length) > 10:
-        raise bad_request("Malformed Content-Length")
-    size = int(length)
+    size = _length_line(msg.lines[at])
     if size > len(data) - start:
         raise bad_request("Content-Length larger than message")
     return data[start : start + size]
+
+
+def _length(raw: bytes) -> int:
+    length = raw.partition(b":")[2].strip() if b"\n" not in raw else line_value(raw)
+    if not length.isdigit() or len(length) > 10:
+        raise bad_request("Malformed Content-Length")
+    return int(length)
+
+
+_length_line = parsed_once(_length)  # by raw line: a few dozen sizes recur

@@ -232,3 +232,24 @@ def test_top_branch_is_the_top_vias_branch(via: str, branch: str) -> None:
     msg = parse_message(f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n"
                         f"Call-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".encode())
     assert msg.top_branch == branch == (msg.top_via.branch or "")
+
+
+def test_start_lines_and_header_views_seen_before_parse_the_same_and_the_tables_stay_bounded() -> None:
+    from edgeproxy.sip import parser
+
+    head = b"Via: SIP/2.0/UDP h;branch=z9hG4bK%d\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c%d\r\n"
+    first = parse_request(b"INVITE sip:u@h SIP/2.0\r\n" + head % (1, 1) + b"CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n")
+    again = parse_request(b"INVITE sip:u@h SIP/2.0\r\n" + head % (2, 2) + b"CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n")
+    assert (again.method, again.uri_text, again.call_id, again.cseq.number) == ("INVITE", "sip:u@h", "c2", 7)
+    assert again is not first and again.keys is not first.keys and first.call_id == "c1"
+    ok = b"SIP/2.0 180 Ringing\r\n" + head % (3, 3) + b"CSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
+    for _ in range(2):
+        resp = parse_message(ok)
+        assert isinstance(resp, Response) and (resp.status, resp.reason) == (180, "Ringing")
+    for n in range(parser._STARTS_LIMIT + 10):  # a flood of distinct Request-URIs
+        parse_message(f"OPTIONS sip:{n}@h SIP/2.0\r\n".encode() + head % (n, n) + b"CSeq: 1 OPTIONS\r\n\r\n")
+    assert len(parser._STARTS) <= parser._STARTS_LIMIT
+    for _ in range(2):  # a bad line fails every time, not only the first
+        with pytest.raises(SipError, match="Malformed Call-ID"):
+            parse_request(b"INVITE sip:u@h SIP/2.0\r\n" + (head % (4, 4)).replace(b"c4", b"c 4")
+                          + b"CSeq: 7 INVITE\r\n\r\n")
