@@ -45,7 +45,7 @@ def forward(data: bytes, full: bool = False) -> bytes:
         decrement_max_forwards(msg)
         msg.insert("Via", OUR_VIA)
     else:
-        msg.pop_first_value("Via")
+        msg.remove_first_value("Via")
     return msg.to_bytes()
 
 

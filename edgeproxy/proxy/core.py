@@ -427,7 +427,7 @@ class ProxyCore:
             return
         if branch.backend is not None and self.dispatcher is not None:
             self.dispatcher.call_answered(branch.backend)
-        resp.pop_first_value("Via")
+        resp.remove_first_value("Via")
         if branch.behind_nat and resp.cseq.method == "INVITE" and resp.status < 300:
             self._alias_contact(resp, branch.hop.transport, branch.hop.host, branch.hop.port)
         if resp.status < 200:
@@ -536,7 +536,7 @@ class ProxyCore:
         vias = resp.vias
         if len(vias) < 2 or vias[0].sent_by.lower() not in self._sent_bys:
             return
-        resp.pop_first_value("Via")
+        resp.remove_first_value("Via")
         address = response_address(resp.top_via)
         if address is not None:
             self.send(resp.to_bytes(), Target(resp.top_via.transport.lower(), address))

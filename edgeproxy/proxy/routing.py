@@ -79,7 +79,7 @@ def pop_own_routes(req: Request, is_ours: IsOurs) -> bool:
         top = shared_name_addr(req.first_value("Route") or "")
         if not is_ours(top.uri):
             break
-        req.pop_first_value("Route")
+        req.remove_first_value("Route")
         removed = True
         alias = top.uri.params.get(ALIAS)
         if alias and ALIAS not in req.uri.params:

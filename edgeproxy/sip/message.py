@@ -309,25 +309,22 @@ class Message(Abstract):
         if positions:
             self._changed(key)
 
-    def pop_first_value(self, name: str) -> str | None:
-        """Remove and return the first value of a multi-value header."""
+    def remove_first_value(self, name: str) -> None:
+        """Remove the first value of a multi-value header (our Via from a response, our
+        Route from a request); a line with that value alone goes, unread."""
         key = key_of(name)
         keys = self.keys
         if key not in keys:
-            return None
+            return
         at = keys.index(key)
         raw = self.lines[at]
-        value = decode(line_value(raw))
-        if b"," not in raw:
+        rest = split_commas(decode(line_value(raw)))[1:] if b"," in raw else None
+        if rest:
+            self.lines[at] = header_line(key, ", ".join(rest))
+        else:
             del keys[at]
             del self.lines[at]
-            self._changed(key)
-            return value
-        values = split_commas(value)
-        first = values.pop(0)
-        self.lines[at] = header_line(key, ", ".join(values))
         self._changed(key)
-        return first
 
     def replace_first_value(self, name: str, value: str) -> None:
         """Rewrite the first value of a header, keeping the line's other values."""

@@ -47,7 +47,7 @@ def core_outcome(data: bytes) -> tuple[str, SipError | None]:
         if isinstance(msg, Response):
             if len(msg.vias) < 2:
                 return "process", None  # a response to us: consumed here
-            msg.pop_first_value("Via")
+            msg.remove_first_value("Via")
             return ("process" if response_address(msg.top_via) else "drop"), None
         check_forwardable(msg)
         return "process", None

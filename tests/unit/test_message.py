@@ -71,11 +71,17 @@ def test_max_forwards_rules() -> None:
     assert info.value.status == 483
 
 
-def test_response_forwarding_pops_top_via_value() -> None:
+def test_response_forwarding_removes_the_top_via_value() -> None:
     resp = parse_message(OK_200.replace(b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKep.1a2b3c4d.0;rport=5060\r\nVia: ",
                                         b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKep.1a2b3c4d.0;rport=5060, "))
-    assert resp.pop_first_value("Via") == "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKep.1a2b3c4d.0;rport=5060"
+    resp.remove_first_value("Via")
     assert [v.host for v in resp.vias] == ["192.0.2.10"]
+    assert resp.raw_lines("Via") == [b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-524287-1---5e4b1a1f8b5c;rport=5060;received=192.0.2.10"]
+    resp.remove_first_value("Via")  # a line with one value goes
+    assert not resp.has("Via")
+    quoted = parse_message(OK_200.replace(b";rport=5060\r\n", b';rport=5060;x="a,b"\r\n', 1))
+    quoted.remove_first_value("Via")  # its comma is quoted: one value, the line goes (no empty Via left)
+    assert [v.host for v in quoted.vias] == ["192.0.2.10"]
     assert isinstance(resp, Response) and resp.status == 200 and resp.reason == "OK"
 
 
@@ -86,7 +92,8 @@ def test_set_append_remove() -> None:
     req.append("Route", "<sip:r1;lr>")
     req.append("Route", "<sip:r2;lr>")
     assert [r.uri.host for r in req.routes] == ["r1", "r2"]
-    assert req.pop_first_value("Route") == "<sip:r1;lr>"
+    req.remove_first_value("Route")
+    assert req.get_lines("Route") == ["<sip:r2;lr>"]
     req.remove("Route")
     assert not req.has("Route")
     req.set_body(b"hello", "text/plain")
