@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
+
+
+class _Table(dict[K, T], Generic[K, T]):
+    """A dict that fills itself: a hit is one C-level lookup, with no Python frame."""
+
+    __slots__ = ("limit", "parse")
+
+    def __init__(self, parse: Callable[[K], T], limit: int) -> None:
+        super().__init__()
+        self.parse, self.limit = parse, limit
+
+    def __missing__(self, key: K) -> T:
+        value = self.parse(key)
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
 
 
 def parsed_once(parse: Callable[[K], T], limit: int = 8192) -> Callable[[K], T]:
@@ -15,17 +31,4 @@ def parsed_once(parse: Callable[[K], T], limit: int = 8192) -> Callable[[K], T]:
     `limit` entries that starts afresh when full: a flood of distinct texts costs a bounded
     table, never growth. Failures are not kept (they raise every time). The values are
     shared: never change one."""
-    table: dict[K, T] = {}
-    get = table.get
-
-    @functools.wraps(parse)
-    def once(key: K) -> T:
-        value = get(key)
-        if value is None:
-            value = parse(key)
-            if len(table) >= limit:
-                table.clear()
-            table[key] = value
-        return value
-
-    return once
+    return _Table(parse, limit).__getitem__

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .chars import is_token_bytes
 from .errors import bad_request
+from .memo import parsed_once
 
 COMPACT: dict[str, str] = {
     "a": "accept-contact",
@@ -68,17 +69,8 @@ def display_name(key: str) -> str:
     return name
 
 
-_PREFIX: dict[str, bytes] = {}
-
-
-def line_prefix(key: str) -> bytes:
-    """`b"Name: "` for writing a header line of this key."""
-    prefix = _PREFIX.get(key)
-    if prefix is None:
-        prefix = display_name(key).encode() + b": "
-        if len(_PREFIX) < _CACHE_LIMIT:
-            _PREFIX[key] = prefix
-    return prefix
+# `b"Name: "` for writing a header line of this key.
+line_prefix = parsed_once(lambda key: display_name(key).encode() + b": ", _CACHE_LIMIT)
 
 
 def _seed() -> None:
@@ -118,15 +110,10 @@ def key_of_bytes(raw: bytes) -> str:
     return key
 
 
-def key_of(name: str) -> str:
-    """Key for a header name given by code (`"Record-Route"`, `"m"`)."""
-    key = _NAMED.get(name)
-    if key is None:
-        lower = name.lower()
-        key = COMPACT.get(lower, lower)
-        if len(_NAMED) < _CACHE_LIMIT:
-            _NAMED[name] = key
-    return key
+def _key(name: str) -> str:
+    lower = name.lower()
+    return COMPACT.get(lower, lower)
 
 
-_NAMED: dict[str, str] = {}  # spellings code uses → keys (a few dozen)
+# Key for a header name given by code (`"Record-Route"`, `"m"`): a few dozen spellings.
+key_of = parsed_once(_key, _CACHE_LIMIT)
