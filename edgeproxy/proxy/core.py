@@ -73,6 +73,7 @@ class ProxyContext:
     answered: bool = False  # a 2xx went upstream
     cancelled: bool = False
     done: bool = False  # a final response went upstream
+    live: int = 1  # its transactions (the server's, then each branch's) that have not ended
 
     @property
     def pending(self) -> list[Branch]:
@@ -315,6 +316,7 @@ class ProxyCore:
         txn, actions = self.transactions.start_client(req, hop.transport in RELIABLE, self.now(), target, ours)
         branch.txn = txn
         txn.context = branch
+        ctx.live += 1
         self.run(actions)
         if backend is not None:
             self._watched.append((self.now() + self.branch_timeout, branch))
@@ -376,6 +378,7 @@ class ProxyCore:
         assert branch.txn is not None
         self.transactions.abandon(branch.txn)
         self.on_timeout(branch.txn)
+        self.ended(branch.txn)  # abandoned: no Terminated action will say so
 
     @staticmethod
     def _route_destination(req: Request) -> Hop | URI:
@@ -571,13 +574,14 @@ class ProxyCore:
     def ended(txn: Transaction) -> None:
         """A transaction ended: once every one of a proxied request's has, its context and
         branches stop referring to each other, so refcounting frees them and all they hold
-        (the cyclic GC would otherwise have to find them: about 40 objects per call)."""
-        context = txn.context
-        ctx = context.ctx if isinstance(context, Branch) else context
-        if not isinstance(ctx, ProxyContext) or not ctx.server.terminated:
-            return
-        if all(b.txn is None or b.txn.terminated for b in ctx.branches):
-            ctx.branches.clear()
+        (the cyclic GC would otherwise have to find them: about 40 objects per call).
+        Counted once per transaction: it lets go of its context here."""
+        context, txn.context = txn.context, None
+        ctx = context.ctx if type(context) is Branch else context
+        if type(ctx) is ProxyContext:
+            ctx.live -= 1
+            if not ctx.live:
+                ctx.branches.clear()
 
     def _respond(self, server: ServerTransaction, resp: Response) -> None:
         self.run(self.transactions.respond(server, resp, self.now()))
