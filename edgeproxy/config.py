@@ -175,6 +175,9 @@ class LimitsConfig:
     transaction_wait: float = field(default=5.0, metadata=_check(_number(0.5, 32)))
     # Timer C (RFC 3261 §16.6): a forwarded INVITE with no final answer this long is cancelled
     invite_timeout: float = field(default=180.0, metadata=_check(_number(1, 86400)))
+    # UDP receive queue, as a share of its buffer, past which new requests (no To tag) received over
+    # UDP are dropped unread until it drains to a fifth of that (senders retransmit them); 0: never
+    overload_queue: float = field(default=0.25, metadata=_check(_number(0, 1)))
 
 
 @dataclass(slots=True)

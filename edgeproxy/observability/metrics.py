@@ -30,6 +30,10 @@ BINDINGS = Gauge("edgeproxy_bindings", "Unexpired registrations (contacts) in th
                  "every instance and worker reports the shared total")
 SUBSCRIPTIONS = Gauge("edgeproxy_subscriptions", "Presence/dialog subscriptions in the store; with Redis, every "
                       "instance and worker reports the shared total")
+SHED = Counter("edgeproxy_overload_dropped_total",
+               "New requests received over UDP dropped unread while the receive queue was past "
+               "limits.overload_queue (their senders retransmit them)")
+OVERLOADED = Gauge("edgeproxy_overloaded", "1 while new requests received over UDP are being dropped (load shedding)")
 WORKER_MESSAGES = Counter("edgeproxy_worker_messages_total",
                           "Messages this worker passed to a sibling: responses to the sibling's requests "
                           "(response), messages for a connection the sibling holds (write)", ["kind"])

@@ -90,6 +90,10 @@ class TransportManager:
         return StreamConnection(transport, codec, self.table, self.on_message, self.config.limits.idle_timeout,
                                 inbound)
 
+    def udp_queued(self) -> float:
+        """The fullest UDP receive queue, as a share of its buffer (for load shedding)."""
+        return max((endpoint.queued() for endpoint in self.udp.values()), default=0.0)
+
     # -- sending ---------------------------------------------------------------
     def send(self, data: bytes, target: Target, on_error: ErrorCallback | None = None, context: Any = None) -> None:
         """Write at once when possible; open a TCP/TLS connection in the background

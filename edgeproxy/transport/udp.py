@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Callable
 
 import structlog
@@ -13,6 +14,9 @@ from .base import Address, Source
 log = structlog.get_logger(__name__)
 
 BUFFER_BYTES = 4 << 20  # large buffers absorb bursts (the kernel caps them at rmem_max)
+# Linux getsockopt SO_MEMINFO: u32 counters, [0] the receive queue's bytes, [1] its limit (rcvbuf)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+_MEMINFO_BYTES = 9 * 4
 
 
 def bind_socket(host: str, port: int, kind: int) -> socket.socket:
@@ -42,10 +46,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.max_size = max_size
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
+        self._socket: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's UDPTransport
         self.local = transport.get_extra_info("sockname")[:2]
+        self._socket = transport.get_extra_info("socket")
+
+    def queued(self) -> float:
+        """The share of the receive buffer waiting to be read (0 where the kernel cannot tell)."""
+        if self._socket is None:
+            return 0.0
+        try:
+            info = self._socket.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_BYTES)
+        except OSError:  # not Linux, or the socket is closed
+            return 0.0
+        queued, limit = int.from_bytes(info[0:4], sys.byteorder), int.from_bytes(info[4:8], sys.byteorder)
+        return queued / limit if limit else 0.0
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         if len(data) > self.max_size or data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):

@@ -24,6 +24,7 @@ def test_check_config_names_the_bad_key(tmp_path: pathlib.Path) -> None:
         "[limits]\nmax_connections = -1\n": "limits.max_connections",
         '[keepalive]\nmode = "sometimes"\n': "keepalive.mode",
         "[security]\nrate_limit = -5\n": "security.rate_limit",
+        "[limits]\noverload_queue = 1.5\n": "limits.overload_queue",
         '[metrics]\nlisten = "localhost:9090"\n': "metrics.listen",
         '[throttle]\nmode = "contact"\n': "throttle.upstream",
         '[throttle]\nmode = "aor"\nupstream = "sip:10.0.0.1"\nclient_expires = 7200\n': "throttle.client_expires",
