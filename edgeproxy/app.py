@@ -42,7 +42,6 @@ from edgeproxy.proxy.routing import Hop, hop_for, hop_of_source, our_uri, pop_ow
 from edgeproxy.proxy.routing import is_ip as routing_is_ip
 from edgeproxy.proxy.routing import path as routing_path
 from edgeproxy.security.guard import Guard, GuardPolicy
-from edgeproxy.security.overload import LoadShedder
 from edgeproxy.sip import (
     Message,
     Request,
@@ -156,7 +155,6 @@ class EdgeProxy:
                                        sec.auth_fail_window, sec.ban_time, sec.scanner_action,
                                        sec.scanner_user_agents, sec.max_tracked),
                            self.stores.bans, self._exempt, time.time)
-        self.shedder = LoadShedder(config.limits.overload_queue)
         self._per_source = config.limits.max_transactions_per_source > 0
         TRANSACTIONS.set_function(lambda: len(self.transactions))
         self._start = start_eagerly if config.state.backend == "memory" else start_in_task
@@ -432,8 +430,6 @@ class EdgeProxy:
     # -- incoming ----------------------------------------------------------------
     def on_message(self, data: bytes, source: Source) -> None:
         """Entry point for every message a transport delivers; never raises."""
-        if self.shedder.active and source.transport == "udp" and self.shedder.sheds(data):
-            return
         if not self.guard.admit(source.remote[0]):
             return
         link = self.transports.link
@@ -845,14 +841,14 @@ class EdgeProxy:
     def _schedule(self) -> None:
         """One coarse tick drives every timer while any transaction is open: no
         per-transaction loop timers, no rescheduling each time a deadline moves."""
-        if self._timer is None and (len(self.transactions) or self.shedder.active):
+        if self._timer is None and (len(self.transactions) or self.transports.shedder.active):
             self._timer = self.loop.call_later(TICK, self._on_tick)
 
     def _on_tick(self) -> None:
         self._timer = None
         now = self.loop.time()
         try:
-            self.shedder.update(self.transports.udp_queued())
+            self.transports.shed_load()
             if self.proxy is not None:
                 self.proxy.expire(now)
             actions = self.transactions.expire(now)

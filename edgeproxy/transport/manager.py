@@ -16,6 +16,7 @@ from edgeproxy.sip import Limits
 from .base import Address, SendError, Source, Target
 from .codecs import SipStreamCodec, WebSocketCodec
 from .connections import ConnectionTable
+from .overload import LoadShedder
 from .stream import StreamConnection
 from .udp import UdpEndpoint, bind_socket, open_udp
 from .workers import WorkerLink
@@ -51,6 +52,7 @@ class TransportManager:
                              max_line=limits.max_line)
         self.table = ConnectionTable(limits.max_connections, limits.max_connections_per_ip)
         self.udp: dict[Address, UdpEndpoint] = {}
+        self.shedder = LoadShedder(limits.overload_queue)  # one for every UDP socket of this process
         self._udp_by_family: dict[bool, UdpEndpoint] = {}  # IPv6? → the socket to send from
         self.servers: list[asyncio.base_events.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -69,7 +71,8 @@ class TransportManager:
 
     async def _listen(self, spec: ListenSpec) -> None:
         if spec.transport == "udp":
-            endpoint = await open_udp(spec.host, spec.port, self.on_message, self.limits.max_message)
+            endpoint = await open_udp(spec.host, spec.port, self.on_message, self.limits.max_message,
+                                      self.shedder)
             self.udp[endpoint.local] = endpoint
             self._udp_by_family.setdefault(":" in endpoint.local[0], endpoint)
             self.bound.append((spec, endpoint.local))
@@ -90,9 +93,9 @@ class TransportManager:
         return StreamConnection(transport, codec, self.table, self.on_message, self.config.limits.idle_timeout,
                                 inbound)
 
-    def udp_queued(self) -> float:
-        """The fullest UDP receive queue, as a share of its buffer (for load shedding)."""
-        return max((endpoint.queued() for endpoint in self.udp.values()), default=0.0)
+    def shed_load(self) -> None:
+        """Called every timer tick: the shedder looks at the fullest UDP receive queue."""
+        self.shedder.update(max((endpoint.queued() for endpoint in self.udp.values()), default=0.0))
 
     # -- sending ---------------------------------------------------------------
     def send(self, data: bytes, target: Target, on_error: ErrorCallback | None = None, context: Any = None) -> None:

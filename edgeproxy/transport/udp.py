@@ -10,6 +10,7 @@ from collections.abc import Callable
 import structlog
 
 from .base import Address, Source
+from .overload import LoadShedder
 
 log = structlog.get_logger(__name__)
 
@@ -17,6 +18,13 @@ BUFFER_BYTES = 4 << 20  # large buffers absorb bursts (the kernel caps them at r
 # Linux getsockopt SO_MEMINFO: u32 counters, [0] the receive queue's bytes, [1] its limit (rcvbuf)
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 _MEMINFO_BYTES = 9 * 4
+
+
+def receive_queue(sock: socket.socket) -> tuple[int, int]:
+    """(bytes waiting in the socket's receive queue, the most it may hold), as the kernel counts
+    them (each datagram with its overhead); raises OSError where SO_MEMINFO is missing."""
+    info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_BYTES)
+    return int.from_bytes(info[0:4], sys.byteorder), int.from_bytes(info[4:8], sys.byteorder)
 
 
 def bind_socket(host: str, port: int, kind: int) -> socket.socket:
@@ -41,9 +49,10 @@ def bind_socket(host: str, port: int, kind: int) -> socket.socket:
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, Source], None], max_size: int) -> None:
+    def __init__(self, on_datagram: Callable[[bytes, Source], None], max_size: int, shedder: LoadShedder) -> None:
         self.on_datagram = on_datagram
         self.max_size = max_size
+        self.shedder = shedder
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
         self._socket: socket.socket | None = None
@@ -58,15 +67,16 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if self._socket is None:
             return 0.0
         try:
-            info = self._socket.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_BYTES)
+            queued, limit = receive_queue(self._socket)
         except OSError:  # not Linux, or the socket is closed
             return 0.0
-        queued, limit = int.from_bytes(info[0:4], sys.byteorder), int.from_bytes(info[4:8], sys.byteorder)
         return queued / limit if limit else 0.0
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
         if len(data) > self.max_size or data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
             return  # oversize, or a NAT keep-alive: nothing to answer on UDP
+        if self.shedder.active and self.shedder.sheds(data):
+            return  # overloaded: a new request, left for its sender to retransmit
         self.on_datagram(data, Source("udp", (addr[0], addr[1]), self.local))
 
     def error_received(self, exc: Exception) -> None:
@@ -81,8 +91,9 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Source], None], max_size: int) -> UdpEndpoint:
+async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Source], None], max_size: int,
+                   shedder: LoadShedder) -> UdpEndpoint:
     loop = asyncio.get_running_loop()
     sock = bind_socket(host, port, socket.SOCK_DGRAM)
-    _, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram, max_size), sock=sock)
+    _, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram, max_size, shedder), sock=sock)
     return endpoint

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from edgeproxy.transport.udp import BUFFER_BYTES, SO_MEMINFO
+from edgeproxy.transport.udp import BUFFER_BYTES, receive_queue
 from tests.helpers import eventually, free_port, metric, options, running_proxy, status_of
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_MEMINFO is Linux's")
@@ -26,8 +26,7 @@ def queue_cost(datagram: bytes) -> tuple[int, int]:
         sink.bind(("127.0.0.1", 0))
         for _ in range(50):
             source.sendto(datagram, sink.getsockname())
-        info = sink.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36)
-        queued, limit = (int.from_bytes(info[i:i + 4], sys.byteorder) for i in (0, 4))
+        queued, limit = receive_queue(sink)
         return queued // 50, limit
 
 

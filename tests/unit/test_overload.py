@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeproxy.security.overload import LoadShedder, starts_something
+from edgeproxy.transport.overload import LoadShedder, starts_something
 
 INVITE = (b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa\r\n"
           b"From: <sip:alice@example.com>;tag=1\r\n%s\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\n"

@@ -8,7 +8,7 @@ The kernel, once the buffer is full, drops whatever comes, the ACKs, BYEs and
 responses that would finish calls included. Dropping only the requests that
 start something new (no To tag: INVITE, REGISTER, SUBSCRIBE…) frees the
 worker for the calls under way; the senders retransmit them over UDP, so a
-new call waits a T1 or two instead of failing. Sans-IO: the caller reads the
+new call waits a T1 or two instead of failing. Sans-IO: the transport reads the
 queue and brings the datagrams.
 """
 
