@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import secrets
+import select
 import socket
 import time
+
+import pytest
 
 from tests.helpers import header_values, running_proxy, status_of
 
@@ -194,6 +197,41 @@ def test_a_backend_silent_for_suspect_after_calls_is_probed_at_once_and_keeps_ca
         answered = call("while-probing")  # the only backend, suspect: still tried
         backend.reply(answered, "200 OK", "b1")
         assert status("while-probing") == 200
+
+
+@pytest.mark.parametrize("refusal", ["503 Service Unavailable", "500 Server Internal Error"])
+def test_a_backend_refusing_the_call_fails_over_to_the_next_in_the_same_transaction(refusal: str) -> None:
+    """RFC 3261 §16.7 and Kamailio's failure_route: the refusal is ACKed hop by hop, the INVITE
+    tries the other backend (same Call-ID, new branch), and the caller sees only its answer."""
+    first, second = UA("127.0.0.5", "pbx"), UA("127.0.0.6", "pbx")
+    backends = "".join(f'[[dispatcher.backends]]\nuri = "sip:{b.ip}:{b.port}"\n' for b in (first, second))
+    with running_proxy(f"[dispatcher]\nprobe_interval = 60.0\n{backends}") as proxy:
+        by_socket = {first.sock: first, second.sock: second}
+
+        def next_invite() -> tuple[UA, bytes]:
+            """The next INVITE either backend gets (the first round's probes answered on the way)."""
+            while True:
+                ready, _, _ = select.select(list(by_socket), [], [], 5)
+                assert ready, "no backend got the INVITE"
+                backend = by_socket[ready[0]]
+                request = backend.sock.recv(65535)
+                if method_of(request) == "OPTIONS":
+                    backend.reply(request, "200 OK")
+                elif method_of(request) == "INVITE":
+                    return backend, request
+
+        caller = UA("127.0.0.3", "bob")
+        caller.send(invite(caller, f"sip:pbx@127.0.0.1:{proxy.port}", "failover-1"), proxy.port)
+        refusing, tried = next_invite()
+        refusing.reply(tried, refusal, "r1")
+        ack = refusing.recv()
+        assert method_of(ack) == "ACK" and header_values(ack, "Via")[0] == header_values(tried, "Via")[0]
+        answering, retried = next_invite()
+        assert answering is not refusing
+        assert header_values(retried, "Call-ID") == ["failover-1"]
+        assert header_values(retried, "Via")[0] != header_values(tried, "Via")[0]  # a new branch
+        answering.reply(retried, "200 OK", "a1")
+        assert status_of(caller.recv()) == 200
 
 
 def test_calls_get_503_once_the_only_backend_is_down() -> None:
