@@ -63,6 +63,7 @@ request_route {{
 """
 KAMAILIO = "kamailio (t_relay + record_route)"  # its default allocator, qm: the ratios' reference
 KAMAILIO_TLSF = "kamailio (same, -x tlsf)"
+SHED = "edgeproxy_overload_dropped_total"  # new requests a worker dropped unread, behind (limits.overload_queue)
 KAMAILIO_MODULES = ["tm", "sl", "rr", "pv", "maxfwd", "textops", "siputils", "kex", "corex"]
 
 
@@ -106,12 +107,12 @@ def bench(server: Server, rate: int, calls: int, tmp: pathlib.Path, warmup: floa
     steady state an operator's instance lives in, not the first seconds of an empty one."""
     target = f"127.0.0.1:{server.port}"
     run_sipp("uac_call.xml", target, max(int(rate * warmup), 100), rate, tmp, extra=["-d", "0"])
-    stolen = stolen_seconds()
+    stolen, shed = stolen_seconds(), server.metric(SHED)
     result, cpu = measure(server, lambda: run_sipp("uac_call.xml", target, calls, rate, tmp, extra=["-d", "0"]))
-    stolen = stolen_seconds() - stolen
+    stolen, shed = stolen_seconds() - stolen, server.metric(SHED) - shed
     ok = max(result.successful, 1)
     return {"ok": result.successful, "failed": result.failed, "us": cpu * 1e6 / ok, "seconds": result.seconds,
-            "steal": 100 * stolen / max(result.seconds * (os.cpu_count() or 1), 1e-9)}
+            "steal": 100 * stolen / max(result.seconds * (os.cpu_count() or 1), 1e-9), "shed": shed}
 
 
 def main() -> None:
@@ -146,10 +147,11 @@ def main() -> None:
     lines = [(f"Calls INVITE/180/200/ACK/BYE through the proxy, {args.calls} calls at {args.rate}/s after "
               f"{args.warmup:g} s at that rate, SIPp on loopback, {args.rounds} round(s): median CPU per call"),
              (f"{'proxy':<36} {'ok':>7} {'failed':>6} {'CPU µs/call':>12} {'vs kamailio':>11} {'vs tlsf':>7}  runs "
-              "(µs/call, failed, % of the machine stolen by the hypervisor)")]
+              "(µs/call, failed, % of the machine stolen by the hypervisor; edgeproxy: requests shed)")]
     for name, rs in runs.items():
         ok, failed = sum(r["ok"] for r in rs), sum(r["failed"] for r in rs)
-        each = "  ".join(f"{r['us']:.0f} {r['failed']:.0f} {r['steal']:.0f}%" for r in rs)
+        each = "  ".join(f"{r['us']:.0f} {r['failed']:.0f} {r['steal']:.0f}%"
+                         + (f" shed {r['shed']:.0f}" if started[name].metrics_port else "") for r in rs)
         lines.append(f"{name:<36} {ok:>7.0f} {failed:>6.0f} {medians[name]:>12.1f} {medians[name] / kam:>11.2f} "
                      f"{medians[name] / tlsf:>7.2f}  {each}")
     report(lines, "calls")

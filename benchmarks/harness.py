@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,9 +199,20 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
+    metrics_port: int = 0  # edgeproxy's operations endpoint (0: none)
 
     def pids(self) -> list[int]:
         return descendants(self.proc.pid)
+
+    def metric(self, sample: str) -> float:
+        """One sample (`name` or `name{labels}`) of the server's /metrics, summed over its lines
+        (one per worker); 0 when the server has no endpoint or the sample is absent."""
+        if not self.metrics_port:
+            return 0.0
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith((sample + " ", sample + "{")))
 
 
 def wait_udp(port: int, proc: subprocess.Popen[bytes], log: pathlib.Path, timeout: float = 15.0) -> None:
@@ -225,11 +237,15 @@ def wait_udp(port: int, proc: subprocess.Popen[bytes], log: pathlib.Path, timeou
 
 @contextmanager
 def edgeproxy(config: str, workdir: pathlib.Path, name: str = "edgeproxy") -> Iterator[Server]:
-    port = free_port()
+    """With its operations endpoint on a free port (read only between runs: scrapes cost no CPU
+    inside a measurement)."""
+    port, metrics_port = free_port(), free_port()
     cfg = workdir / f"{name}.toml"
     log = workdir / f"{name}.log"
-    cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "warning"\n')
+    cfg.write_text(f'[server]\nlisten = ["udp:127.0.0.1:{port}"]\n{config}\n[log]\nlevel = "warning"\n'
+                   f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
     with _serving([sys.executable, "-m", "edgeproxy.cli", "run", "--config", str(cfg)], name, port, log) as server:
+        server.metrics_port = metrics_port
         yield server
 
 
