@@ -27,6 +27,14 @@ def receive_queue(sock: socket.socket) -> tuple[int, int]:
     return int.from_bytes(info[0:4], sys.byteorder), int.from_bytes(info[4:8], sys.byteorder)
 
 
+def buffer_shortfall(sock: socket.socket) -> int | None:
+    """The receive buffer the kernel granted, when smaller than asked (it caps SO_RCVBUF at
+    net.core.rmem_max, 212,992 bytes on a stock Debian: ~400 SIP datagrams, and load shedding's
+    share of it is a burst of ~100); None when the socket got what it asked for."""
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux reports it doubled
+    return granted if granted < BUFFER_BYTES else None
+
+
 def bind_socket(host: str, port: int, kind: int) -> socket.socket:
     """A bound socket with SO_REUSEADDR/SO_REUSEPORT (and v6-only for IPv6)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -95,5 +103,9 @@ async def open_udp(host: str, port: int, on_datagram: Callable[[bytes, Source], 
                    shedder: LoadShedder) -> UdpEndpoint:
     loop = asyncio.get_running_loop()
     sock = bind_socket(host, port, socket.SOCK_DGRAM)
+    short = buffer_shortfall(sock)
+    if short is not None:
+        log.warning("udp receive buffer smaller than asked: raise net.core.rmem_max (see README, [limits])",
+                    address=f"{host}:{port}", granted=short, asked=BUFFER_BYTES)
     _, endpoint = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram, max_size, shedder), sock=sock)
     return endpoint

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from edgeproxy.transport.udp import BUFFER_BYTES, receive_queue
+from edgeproxy.transport.udp import BUFFER_BYTES, bind_socket, buffer_shortfall, receive_queue
 from tests.helpers import eventually, free_port, metric, options, running_proxy, status_of
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_MEMINFO is Linux's")
@@ -73,3 +73,14 @@ def test_a_full_udp_queue_sheds_new_requests_not_dialogs(tmp_path: pathlib.Path)
         assert eventually(lambda: metric(ops, "edgeproxy_overloaded") == 0)
         assert status_of(proxy.udp(options(proxy.uri))) == 200  # drained: new requests are read again
         assert b"overload over" in proxy.log.read_bytes()
+
+
+def test_a_receive_buffer_capped_below_what_was_asked_is_reported() -> None:
+    """The kernel silently caps SO_RCVBUF at net.core.rmem_max; the proxy logs a warning then,
+    since shedding's threshold is a share of what was granted."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as small:
+        small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        assert buffer_shortfall(small) == 65536
+    rmem_max = int(pathlib.Path("/proc/sys/net/core/rmem_max").read_text())
+    with bind_socket("127.0.0.1", 0, socket.SOCK_DGRAM) as ours:
+        assert buffer_shortfall(ours) == (None if rmem_max >= BUFFER_BYTES else rmem_max)
