@@ -96,7 +96,7 @@ TICK = 0.02  # seconds: the resolution of transaction timers (T1 is 0.5 s)
 ALLOW = ", ".join(METHODS)
 SUPPORTED_TAGS = frozenset({"path", "outbound"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_TAGS))
-NOTIFY_BATCH = 64  # NOTIFYs of one fan-out sent between two turns of the event loop
+NOTIFY_BATCH = 16  # NOTIFYs of one fan-out sent per turn of the event loop, which reads 32 datagrams a turn
 
 
 def response_target(source: Source, req: Request) -> Target | None:

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from edgeproxy.app import NOTIFY_BATCH
 from edgeproxy.transport.udp import BUFFER_BYTES, bind_socket, buffer_shortfall, receive_queue
 from tests.helpers import eventually, free_port, metric, options, running_proxy, status_of
 
@@ -139,8 +138,10 @@ def test_the_answers_to_a_large_fan_out_are_not_taken_for_an_overload() -> None:
     """A PUBLISH fanned out to many watchers brings their 200s back all at once: a burst the
     worker reads in a few ms, not a backlog. The next new request, sent once, is answered."""
     cost, buffer = queue_cost(ok_for(options("sip:127.0.0.1").replace(b"OPTIONS", b"NOTIFY", 1)))
-    count = 8 * NOTIFY_BATCH
-    threshold = round(count * cost / (3 * buffer), 4)  # their 200s together: three times the threshold
+    count = 2000
+    # their 200s together: three times the threshold, while a turn of the loop leaves a few dozen
+    # (a buffer capped by a small rmem_max cannot hold them all: the test then only checks no harm)
+    threshold = min(0.5, round(count * cost / (3 * buffer), 4))
     ops = free_port()
     with running_proxy(f'domains = ["example.com"]\n[registrar]\nauth = false\n[presence]\nmax_subscriptions = 10000\n'
                        f'[limits]\noverload_queue = {threshold}\n[metrics]\nlisten = "127.0.0.1:{ops}"\n') as proxy:
