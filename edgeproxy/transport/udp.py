@@ -22,7 +22,10 @@ _MEMINFO_BYTES = 9 * 4
 
 def receive_queue(sock: socket.socket) -> tuple[int, int]:
     """(bytes waiting in the socket's receive queue, the most it may hold), as the kernel counts
-    them (each datagram with its overhead); raises OSError where SO_MEMINFO is missing."""
+    them (each datagram with its overhead); raises OSError where SO_MEMINFO is missing. The count
+    lags while a backlog drains: UDP releases the memory of datagrams already read in bulk (its
+    forward_deficit, under a quarter of the buffer, or when the reader's queue empties), so a
+    backlog being read still counts as it was when the kernel handed it to the reader."""
     info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_BYTES)
     return int.from_bytes(info[0:4], sys.byteorder), int.from_bytes(info[4:8], sys.byteorder)
 
