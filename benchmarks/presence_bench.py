@@ -54,6 +54,13 @@ PIDF = ('<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" enti
         '<tuple id="t"><status><basic>{}</basic></status><note>n{}</note></tuple></presence>')
 
 
+def ok_for(request: bytes) -> bytes:
+    """A watcher's 200 to a NOTIFY: the headers that identify its transaction, nothing else."""
+    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    keep = [h for h in head[1:] if h.split(b":", 1)[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")]
+    return b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
+
+
 class Watchers:
     """Many subscriptions on one socket; every NOTIFY is answered 200 and counted."""
 
@@ -77,10 +84,7 @@ class Watchers:
             except TimeoutError:
                 continue
             if data.startswith(b"NOTIFY"):
-                head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-                keep = [h for h in head[1:] if h.split(b":", 1)[0].lower() in (b"via", b"from", b"to", b"call-id",
-                                                                             b"cseq")]
-                self.sock.sendto(b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""]), peer)
+                self.sock.sendto(ok_for(data), peer)
                 self.notifies += 1
                 self.last = time.monotonic()
             elif data.startswith(b"SIP/2.0 200"):
@@ -97,10 +101,10 @@ class Watchers:
             if i % 100 == 99:
                 time.sleep(0.05)  # 2,000 SUBSCRIBEs/s at most: a fixed rate, not a burst
 
-    def wait(self, notifies: int, timeout: float = 60) -> bool:
+    def wait(self, notifies: int, timeout: float = 60, poll: float = 0.01) -> bool:
         deadline = time.monotonic() + timeout
         while self.notifies < notifies and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(poll)
         return self.notifies >= notifies
 
     def close(self) -> None:

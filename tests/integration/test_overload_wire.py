@@ -8,13 +8,13 @@ import pathlib
 import signal
 import socket
 import sys
-import threading
-import time
 
 import pytest
 
+from benchmarks.presence_bench import Watchers, edge_config, ok_for
 from edgeproxy.transport.udp import BUFFER_BYTES, bind_socket, buffer_shortfall, receive_queue
 from tests.helpers import eventually, free_port, metric, options, running_proxy, status_of
+from tests.integration.test_presence_wire import publish
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_MEMINFO is Linux's")
 
@@ -88,52 +88,6 @@ def test_a_receive_buffer_capped_below_what_was_asked_is_reported() -> None:
         assert buffer_shortfall(ours) == (None if rmem_max >= BUFFER_BYTES else rmem_max)
 
 
-class Watchers:
-    """One socket standing for many presence watchers: it answers every NOTIFY with 200 at once."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
-        self.sock.bind(("127.0.0.3", 0))
-        self.sock.settimeout(0.2)
-        self.notifies = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._answer, daemon=True)
-        self._thread.start()
-
-    def _answer(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            if data.startswith(b"NOTIFY"):
-                self.sock.sendto(ok_for(data), peer)
-                self.notifies += 1
-
-    def subscribe(self, target: tuple[str, int], count: int) -> None:
-        port = self.sock.getsockname()[1]
-        for i in range(count):
-            self.sock.sendto((f"SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:{port};"
-                              f"branch=z9hG4bKw{i};rport\r\nFrom: <sip:w{i}@example.com>;tag=w{i}\r\n"
-                              f"To: <sip:alice@example.com>\r\nCall-ID: watch-{i}\r\nCSeq: 1 SUBSCRIBE\r\n"
-                              f"Contact: <sip:w{i}@127.0.0.3:{port}>\r\nEvent: presence\r\nExpires: 600\r\n"
-                              "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), target)
-            if i % 50 == 49:
-                time.sleep(0.02)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
-def ok_for(request: bytes) -> bytes:
-    head = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-    keep = [h for h in head[1:] if h.split(b":", 1)[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")]
-    return b"\r\n".join([b"SIP/2.0 200 OK", *keep, b"Content-Length: 0", b"", b""])
-
-
 def test_the_answers_to_a_large_fan_out_are_not_taken_for_an_overload() -> None:
     """A PUBLISH fanned out to many watchers brings their 200s back all at once: a burst the
     worker reads in a few ms, not a backlog. The next new request, sent once, is answered."""
@@ -143,21 +97,14 @@ def test_the_answers_to_a_large_fan_out_are_not_taken_for_an_overload() -> None:
     # (a buffer capped by a small rmem_max cannot hold them all: the test then only checks no harm)
     threshold = min(0.5, round(count * cost / (3 * buffer), 4))
     ops = free_port()
-    with running_proxy(f'domains = ["example.com"]\n[registrar]\nauth = false\n[presence]\nmax_subscriptions = 10000\n'
-                       f'[limits]\noverload_queue = {threshold}\n[metrics]\nlisten = "127.0.0.1:{ops}"\n') as proxy:
+    with running_proxy(f'{edge_config(count)}[limits]\noverload_queue = {threshold}\n'
+                       f'[metrics]\nlisten = "127.0.0.1:{ops}"\n') as proxy:
         watchers = Watchers()
         try:
-            target = ("127.0.0.1", proxy.port)
-            watchers.subscribe(target, count)
-            assert eventually(lambda: watchers.notifies == count), (watchers.notifies, count)
-            body = (b'<?xml version="1.0"?><presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:alice@example.com">'
-                    b"<tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>")
-            publish = (b"PUBLISH sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKpub;rport\r\n"
-                       b"From: <sip:alice@example.com>;tag=p\r\nTo: <sip:alice@example.com>\r\nCall-ID: pub-1\r\n"
-                       b"CSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n"
-                       b"Max-Forwards: 70\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            assert status_of(proxy.udp(publish)) == 200
-            assert eventually(lambda: watchers.notifies == 2 * count, interval=0.0005), (watchers.notifies, count)
+            watchers.subscribe(proxy.port, count)
+            assert watchers.wait(count, timeout=10), (watchers.notifies, count)
+            assert status_of(publish(proxy.port)) == 200
+            assert watchers.wait(2 * count, timeout=10, poll=0.0005), (watchers.notifies, count)
             # at once, while their 200s are still coming in; sent once: no retransmission to save it
             assert status_of(proxy.udp(options(proxy.uri))) == 200
             assert metric(ops, "edgeproxy_overload_dropped_total") == 0
