@@ -83,6 +83,7 @@ from edgeproxy.state.users import MemoryUserStore, load_users_file
 from edgeproxy.transport.base import RELIABLE, Source, Target
 from edgeproxy.transport.keepalive import NatPinger
 from edgeproxy.transport.manager import TransportManager
+from edgeproxy.transport.pacing import in_turns
 from edgeproxy.transport.workers import SECRET_ENV, WorkerLink, WorkerRole
 from presence.service import Notify, PresenceService
 from registrar.auth import Authenticator
@@ -96,7 +97,6 @@ TICK = 0.02  # seconds: the resolution of transaction timers (T1 is 0.5 s)
 ALLOW = ", ".join(METHODS)
 SUPPORTED_TAGS = frozenset({"path", "outbound"})
 SUPPORTED = ", ".join(sorted(SUPPORTED_TAGS))
-NOTIFY_BATCH = 16  # NOTIFYs of one fan-out sent per turn of the event loop, which reads 32 datagrams a turn
 
 
 def response_target(source: Source, req: Request) -> Target | None:
@@ -579,13 +579,8 @@ class EdgeProxy:
         self._proxy(txn, req)
 
     async def _send_notifies(self, notifies: list[Notify]) -> None:
-        """A fan-out yields to the event loop every NOTIFY_BATCH NOTIFYs: the watchers' 200s are
-        read as they come, and other messages wait a batch, not the whole fan-out (2,000 watchers
-        sent in one go kept the loop ~100 ms and left their 2,000 answers queued at once, which
-        load shedding took for an overload and dropped the next new request)."""
-        for sent, (sub, req) in enumerate(notifies):
-            if sent and not sent % NOTIFY_BATCH:
-                await asyncio.sleep(0)
+        """In turns of the event loop (see transport.pacing): a fan-out to thousands of watchers."""
+        async for sub, req in in_turns(notifies):
             if sub.route_set:
                 hop = hop_for(shared_name_addr(sub.route_set[0]).uri)
             elif sub.behind_nat and sub.source:

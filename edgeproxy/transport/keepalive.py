@@ -16,6 +16,7 @@ from edgeproxy.sip import Request
 from edgeproxy.sip.ids import new_branch, new_call_id, new_tag
 
 from .base import Address, Target
+from .pacing import in_turns
 
 PING = b"\r\n\r\n"
 
@@ -58,13 +59,15 @@ class NatPinger:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            self.ping_all()
+            await self.ping_all()
 
-    def ping_all(self) -> None:
+    async def ping_all(self) -> None:
+        """One round, in turns of the event loop (see pacing): the OPTIONS' 200s come back as
+        they are read, not as one burst from every client."""
         now = time.time()
-        for address, until in list(self._targets.items()):
+        async for address, until in in_turns(list(self._targets.items())):
             if until <= now:
-                del self._targets[address]  # its registration ended
+                self._targets.pop(address, None)  # its registration ended (or it left meanwhile)
             else:
                 self._send(self._ping(address), Target("udp", address))
 

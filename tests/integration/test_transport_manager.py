@@ -98,7 +98,7 @@ async def test_nat_pinger_sends_crlf_or_options() -> None:
         full = NatPinger("crlf", 1, 2, manager.send, lambda: ("127.0.0.1", port))
         assert full.watch(("127.0.0.1", 1), time.time() + 60) and full.watch(("127.0.0.1", 2), time.time() - 1)
         assert not full.watch(("127.0.0.1", 3), time.time() + 60) and len(full) == 2  # bounded
-        full.ping_all()
+        await full.ping_all()
         assert len(full) == 1  # the expired registration is no longer pinged
         assert not NatPinger("off", 1, 2, manager.send, lambda: ("127.0.0.1", port)).watch(("127.0.0.1", 1), 0)
         assert KeepaliveConfig().mode == "off"
